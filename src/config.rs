@@ -1,0 +1,520 @@
+//! The one TOML configuration file: typed, strict, validated, secrets by reference.
+//!
+//! Every struct rejects unknown keys, and every error names the key path it is
+//! about (`sink.targets[0].url: ...`), so a typo never silently falls back to a
+//! default. Secrets are never literal: a secret field holds `${ENV_NAME}` or
+//! `file:/path`, resolved at load time; resolved values print as `<redacted>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+/// A problem with the configuration, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {}", issues.join("; "))]
+pub struct ConfigError {
+    /// The file (or "<inline>") the configuration came from.
+    pub origin: String,
+    /// One entry per problem, each starting with its key path.
+    pub issues: Vec<String>,
+}
+
+/// A secret given by reference: `${ENV_NAME}` or `file:/path/to/secret`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    reference: String,
+    resolved: Option<String>,
+}
+
+impl SecretRef {
+    /// The resolved secret. Empty until the configuration was loaded through
+    /// [`Config::from_toml_str`] or [`Config::load`], which resolve every secret.
+    pub fn expose(&self) -> &str {
+        self.resolved.as_deref().unwrap_or("")
+    }
+
+    /// The reference as written (safe to print).
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    fn resolve(&mut self, path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+        self.resolved = Some(resolve_reference(&self.reference, path, env)?);
+        Ok(())
+    }
+}
+
+fn resolve_reference(
+    reference: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    if let Some(name) = reference.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+        env(name).ok_or_else(|| format!("{path}: environment variable {name} is not set"))
+    } else if let Some(file) = reference.strip_prefix("file:") {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("{path}: cannot read secret file {file}: {e}"))?;
+        Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        Err(format!(
+            "{path}: secrets are given as ${{ENV_NAME}} or file:/path, not as literal values"
+        ))
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretRef({} = <redacted>)", self.reference)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let reference = String::deserialize(d)?;
+        Ok(SecretRef {
+            reference,
+            resolved: None,
+        })
+    }
+}
+
+/// What to do with an event that cannot be decoded, transformed or applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Write it to the dead-letter topic with the reason and keep going.
+    #[default]
+    DeadLetter,
+    /// Stop with the position named, so a restart resumes there after a fix.
+    Stop,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The v1 MySQL/MariaDB server to capture (needed by `source`, `snapshot`, `verify`).
+    pub source: Option<SourceConfig>,
+    pub kafka: KafkaConfig,
+    /// Where change events are applied (needed by `sink`, `replay`, `verify`).
+    pub sink: Option<SinkConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The v1 server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Names the server; the key of its position on the offsets topic.
+    pub name: String,
+    /// `mysql://user@host:port`, without a password.
+    pub url: String,
+    pub password: SecretRef,
+    /// Server id this reader announces to the server when reading the binlog;
+    /// unique among the server's replicas.
+    #[serde(default = "default_server_id")]
+    pub server_id: u32,
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    pub tenants: TenantSelection,
+    #[serde(default)]
+    pub tables: TableSelection,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_server_id() -> u32 {
+    5401
+}
+
+fn default_connect_timeout_secs() -> u64 {
+    10
+}
+
+/// Which databases are tenants, and the v2 tenant id of each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSelection {
+    /// Database names or SQL LIKE patterns (`customer_%`).
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Database → v2 tenant id; a database not listed uses its own name.
+    #[serde(default)]
+    pub ids: BTreeMap<String, String>,
+}
+
+impl TenantSelection {
+    pub fn selects(&self, database: &str) -> bool {
+        self.include.iter().any(|p| like_match(p, database))
+            && !self.exclude.iter().any(|p| like_match(p, database))
+    }
+
+    pub fn tenant_id<'a>(&'a self, database: &'a str) -> &'a str {
+        self.ids.get(database).map_or(database, String::as_str)
+    }
+}
+
+/// Which tables of each tenant database are captured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSelection {
+    /// Table names or SQL LIKE patterns.
+    #[serde(default = "match_all")]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl Default for TableSelection {
+    fn default() -> Self {
+        TableSelection {
+            include: match_all(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+impl TableSelection {
+    pub fn selects(&self, table: &str) -> bool {
+        self.include.iter().any(|p| like_match(p, table))
+            && !self.exclude.iter().any(|p| like_match(p, table))
+    }
+}
+
+fn match_all() -> Vec<String> {
+    vec!["%".to_owned()]
+}
+
+/// SQL LIKE matching (`%` any run, `_` one character, `\` escapes), case-sensitive
+/// as database names are on Linux servers.
+pub fn like_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Iterative matcher with backtracking to the last `%`.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('%') => {
+                star = Some((pi, ti));
+                pi += 1;
+                continue;
+            }
+            Some('\\') if p.get(pi + 1) == Some(&t[ti]) => {
+                pi += 2;
+                ti += 1;
+                continue;
+            }
+            Some('_') => {
+                pi += 1;
+                ti += 1;
+                continue;
+            }
+            Some(&c) if c != '\\' && c == t[ti] => {
+                pi += 1;
+                ti += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((sp, st)) => {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '%')
+}
+
+/// The Kafka cluster and the topics under one prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`
+    pub bootstrap_servers: String,
+    /// Topics are `<prefix>.changes`, `<prefix>.schema`, `<prefix>.offsets`, `<prefix>.dlq`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// Extra librdkafka client properties (`security.protocol`, `sasl.mechanism`, ...).
+    /// A value may be a `${ENV}` or `file:` reference, which is resolved.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_topic_prefix() -> String {
+    "cdc".to_owned()
+}
+
+impl KafkaConfig {
+    pub fn changes_topic(&self) -> String {
+        format!("{}.changes", self.topic_prefix)
+    }
+    pub fn schema_topic(&self) -> String {
+        format!("{}.schema", self.topic_prefix)
+    }
+    pub fn offsets_topic(&self) -> String {
+        format!("{}.offsets", self.topic_prefix)
+    }
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.topic_prefix)
+    }
+}
+
+/// The sink: consumer group and targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_group_id() -> String {
+    "cdc-bridge-sink".to_owned()
+}
+
+/// The database kinds a sink can write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Postgres,
+    SqlServer,
+}
+
+/// One v2 database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kind: TargetKind,
+    /// `postgres://user@host:port/db` or `sqlserver://user@host:port/db`, without a password.
+    pub url: String,
+    pub password: SecretRef,
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+/// The Prometheus endpoint with `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`; empty disables the endpoint.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+impl Config {
+    /// Reads, parses, validates and resolves the file at `path` with the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            issues: vec![format!("cannot read the configuration file: {e}")],
+        })?;
+        Config::from_toml_str(&text, &origin, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates `text`; `env` looks up environment variables for `${ENV}` secrets.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |issues: Vec<String>| ConfigError {
+            origin: origin.to_owned(),
+            issues,
+        };
+        let de = toml::de::Deserializer::parse(text).map_err(|e| fail(vec![one_line(&e)]))?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = one_line(e.inner());
+            if path == "." || path.is_empty() {
+                fail(vec![inner])
+            } else {
+                fail(vec![format!("{path}: {inner}")])
+            }
+        })?;
+        let issues = config.validate_and_resolve(env);
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(issues))
+        }
+    }
+
+    fn validate_and_resolve(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut issues = Vec::new();
+        if let Some(source) = &mut self.source {
+            if source.name.trim().is_empty() {
+                issues.push("source.name: must not be empty".to_owned());
+            }
+            if let Err(e) = parse_server_url("source.url", &source.url, &["mysql", "mariadb"]) {
+                issues.push(e);
+            }
+            if let Err(e) = source.password.resolve("source.password", env) {
+                issues.push(e);
+            }
+            if source.server_id == 0 {
+                issues.push("source.server_id: must be non-zero".to_owned());
+            }
+            if source.tenants.include.is_empty() {
+                issues.push("source.tenants.include: name at least one database or pattern".to_owned());
+            }
+            if source.connect_timeout_secs == 0 {
+                issues.push("source.connect_timeout_secs: must be at least 1".to_owned());
+            }
+        }
+        let kafka = &mut self.kafka;
+        if let Err(e) = validate_bootstrap("kafka.bootstrap_servers", &kafka.bootstrap_servers) {
+            issues.push(e);
+        }
+        if kafka.topic_prefix.is_empty()
+            || !kafka
+                .topic_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            issues.push(format!(
+                "kafka.topic_prefix: {:?} is not a valid topic name prefix (letters, digits, '.', '_', '-')",
+                kafka.topic_prefix
+            ));
+        }
+        for (key, value) in kafka.properties.iter_mut() {
+            if value.starts_with("${") || value.starts_with("file:") {
+                match resolve_reference(value, &format!("kafka.properties.{key:?}"), env) {
+                    Ok(v) => *value = v,
+                    Err(e) => issues.push(e),
+                }
+            } else if key.contains("password") || key.contains("secret") {
+                issues.push(format!(
+                    "kafka.properties.{key:?}: secrets are given as ${{ENV_NAME}} or file:/path, not as literal values"
+                ));
+            }
+        }
+        if let Some(sink) = &mut self.sink {
+            if sink.targets.is_empty() {
+                issues.push("sink.targets: name at least one target".to_owned());
+            }
+            for (i, target) in sink.targets.iter_mut().enumerate() {
+                let schemes: &[&str] = match target.kind {
+                    TargetKind::Postgres => &["postgres", "postgresql"],
+                    TargetKind::SqlServer => &["sqlserver", "mssql"],
+                };
+                if let Err(e) = parse_server_url(&format!("sink.targets[{i}].url"), &target.url, schemes) {
+                    issues.push(e);
+                }
+                if let Err(e) = target.password.resolve(&format!("sink.targets[{i}].password"), env) {
+                    issues.push(e);
+                }
+            }
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            issues.push(format!(
+                "metrics.listen: {:?} is not an address like 127.0.0.1:9464",
+                self.metrics.listen
+            ));
+        }
+        issues
+    }
+}
+
+/// Parses a server URL, requiring one of `schemes`, a host, and no inline password.
+pub fn parse_server_url(path: &str, text: &str, schemes: &[&str]) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{path}: {text:?} is not a valid URL ({e})"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "{path}: scheme {:?} is not one of {}",
+            url.scheme(),
+            schemes.join(", ")
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{path}: the URL names no host"));
+    }
+    if url.password().is_some() {
+        return Err(format!(
+            "{path}: the URL contains a password; give it in the password key as ${{ENV_NAME}} or file:/path"
+        ));
+    }
+    if url.username().is_empty() {
+        return Err(format!("{path}: the URL names no user (scheme://user@host:port)"));
+    }
+    Ok(url)
+}
+
+fn validate_bootstrap(path: &str, text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err(format!("{path}: must name at least one host:port"));
+    }
+    for server in text.split(',').map(str::trim) {
+        let ok = server
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(format!("{path}: {server:?} is not host:port"));
+        }
+    }
+    Ok(())
+}
+
+fn one_line(e: &dyn fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns() {
+        assert!(like_match("customer_%", "customer_alpha"));
+        assert!(like_match("customer_%", "customer_"));
+        assert!(!like_match("customer_%", "customer"));
+        assert!(like_match("%", ""));
+        assert!(like_match("a%b%c", "aXXbYYc"));
+        assert!(!like_match("a%b%c", "aXXbYY"));
+        assert!(like_match("t\\_1", "t_1"));
+        assert!(!like_match("t\\_1", "tx1"));
+        assert!(like_match("c_stomer", "customer"));
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let mut s = SecretRef {
+            reference: "${X}".into(),
+            resolved: None,
+        };
+        s.resolve("k", &|_| Some("hunter2".into())).unwrap();
+        assert_eq!(s.expose(), "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

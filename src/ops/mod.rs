@@ -1,0 +1,3 @@
+//! Operator commands: checks, status, verification, cutover, replay.
+
+pub mod check;

@@ -1,0 +1,159 @@
+//! Kafka: client settings shared by every stage.
+//!
+//! Producers are idempotent and transactional, consumers read committed only, so
+//! a reader never sees events of a transaction the source did not commit
+//! (invariant 2). Message size limits are raised together on both sides so an
+//! event carrying a multi-MB BLOB fits.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaConfig;
+
+/// Largest message the clients produce or fetch (64 MiB); topics need
+/// `max.message.bytes` at least this large for events with big BLOBs.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Kafka client errors, split by what the caller should do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The broker is unreachable or busy: retry with backoff.
+    #[error("kafka {bootstrap}: {operation}: {source} (retriable)")]
+    Retriable {
+        bootstrap: String,
+        operation: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Configuration or authorization errors: stop.
+    #[error("kafka {bootstrap}: {operation}: {source}")]
+    Fatal {
+        bootstrap: String,
+        operation: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+impl TransportError {
+    pub fn classify(bootstrap: &str, operation: &'static str, source: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let retriable = match source.rdkafka_error_code() {
+            Some(
+                C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::MessageTimedOut
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+                | C::CoordinatorLoadInProgress
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::ConcurrentTransactions,
+            ) => true,
+            Some(_) => false,
+            None => matches!(source, rdkafka::error::KafkaError::MetadataFetch(_)),
+        };
+        let bootstrap = bootstrap.to_owned();
+        if retriable {
+            TransportError::Retriable {
+                bootstrap,
+                operation,
+                source,
+            }
+        } else {
+            TransportError::Fatal {
+                bootstrap,
+                operation,
+                source,
+            }
+        }
+    }
+
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, TransportError::Retriable { .. })
+    }
+}
+
+/// Settings every client shares: brokers, the user's extra properties, size limits.
+pub fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("socket.connection.setup.timeout.ms", (kafka.connect_timeout_secs * 1000).to_string())
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .set("log_level", "4");
+    for (key, value) in &kafka.properties {
+        cfg.set(key, value);
+    }
+    cfg
+}
+
+/// An idempotent, transactional producer; call `init_transactions` before use.
+pub fn transactional_producer(
+    kafka: &KafkaConfig,
+    transactional_id: &str,
+) -> Result<FutureProducer, TransportError> {
+    let mut cfg = base_config(kafka);
+    cfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "60000")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5");
+    cfg.create()
+        .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "create producer", e))
+}
+
+/// A consumer that sees only committed transactions and never commits offsets to
+/// Kafka by itself (positions are stored where the work they cover is stored).
+pub fn read_committed_consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, TransportError> {
+    let mut cfg = base_config(kafka);
+    cfg.set("group.id", group_id)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .set("max.partition.fetch.bytes", MAX_MESSAGE_BYTES.to_string());
+    cfg.create()
+        .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "create consumer", e))
+}
+
+/// What a metadata request says about the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub brokers: Vec<String>,
+    pub topics: Vec<String>,
+}
+
+/// Asks the cluster for its metadata, giving up after `timeout`.
+pub async fn cluster_info(kafka: &KafkaConfig, timeout: Duration) -> Result<ClusterInfo, TransportError> {
+    let mut cfg = base_config(kafka);
+    cfg.set("group.id", "cdc-bridge-check");
+    let bootstrap = kafka.bootstrap_servers.clone();
+    let consumer: BaseConsumer = cfg
+        .create()
+        .map_err(|e| TransportError::classify(&bootstrap, "create client", e))?;
+    tokio::task::spawn_blocking(move || {
+        let md = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|e| TransportError::classify(&bootstrap, "fetch metadata", e))?;
+        Ok(ClusterInfo {
+            brokers: md
+                .brokers()
+                .iter()
+                .map(|b| format!("{}:{}", b.host(), b.port()))
+                .collect(),
+            topics: md.topics().iter().map(|t| t.name().to_owned()).collect(),
+        })
+    })
+    .await
+    .expect("metadata task panicked")
+}
