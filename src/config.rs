@@ -351,11 +351,21 @@ impl Config {
         let de = toml::de::Deserializer::parse(text).map_err(|e| fail(vec![one_line(&e)]))?;
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = one_line(e.inner());
+            let inner = e.inner();
+            let line = inner
+                .span()
+                .map(|span| {
+                    format!(
+                        " (line {})",
+                        text[..span.start.min(text.len())].matches('\n').count() + 1
+                    )
+                })
+                .unwrap_or_default();
+            let message = one_line(&inner.message());
             if path == "." || path.is_empty() {
-                fail(vec![inner])
+                fail(vec![format!("{message}{line}")])
             } else {
-                fail(vec![format!("{path}: {inner}")])
+                fail(vec![format!("{path}{line}: {message}")])
             }
         })?;
         let issues = config.validate_and_resolve(env);
@@ -427,7 +437,10 @@ impl Config {
                 if let Err(e) = parse_server_url(&format!("sink.targets[{i}].url"), &target.url, schemes) {
                     issues.push(e);
                 }
-                if let Err(e) = target.password.resolve(&format!("sink.targets[{i}].password"), env) {
+                if let Err(e) = target
+                    .password
+                    .resolve(&format!("sink.targets[{i}].password"), env)
+                {
                     issues.push(e);
                 }
             }

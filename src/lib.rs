@@ -9,4 +9,5 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod ops;
+pub mod source;
 pub mod transport;

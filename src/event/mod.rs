@@ -173,17 +173,15 @@ mod tests {
     }
 
     fn decimal() -> impl Strategy<Value = Decimal> {
-        (any::<bool>(), "[0-9]{1,35}", proptest::option::of("[0-9]{1,30}")).prop_map(
-            |(neg, int, frac)| {
-                let text = format!(
-                    "{}{}{}",
-                    if neg { "-" } else { "" },
-                    int,
-                    frac.map(|f| format!(".{f}")).unwrap_or_default()
-                );
-                text.parse().expect("generated decimal is valid")
-            },
-        )
+        (any::<bool>(), "[0-9]{1,35}", proptest::option::of("[0-9]{1,30}")).prop_map(|(neg, int, frac)| {
+            let text = format!(
+                "{}{}{}",
+                if neg { "-" } else { "" },
+                int,
+                frac.map(|f| format!(".{f}")).unwrap_or_default()
+            );
+            text.parse().expect("generated decimal is valid")
+        })
     }
 
     fn value() -> impl Strategy<Value = Value> {
@@ -197,10 +195,8 @@ mod tests {
             decimal().prop_map(Value::Decimal),
             date().prop_map(Value::Date),
             datetime().prop_map(Value::DateTime),
-            (any::<i64>(), 0u32..1_000_000).prop_map(|(unix_seconds, micros)| Value::Timestamp {
-                unix_seconds,
-                micros
-            }),
+            (any::<i64>(), 0u32..1_000_000)
+                .prop_map(|(unix_seconds, micros)| Value::Timestamp { unix_seconds, micros }),
             (any::<bool>(), 0u16..=838, 0u8..60, 0u8..60, 0u32..1_000_000).prop_map(
                 |(negative, hours, minutes, seconds, micros)| Value::Time(Time {
                     negative,
@@ -219,7 +215,11 @@ mod tests {
             vec(any::<String>(), 0..5).prop_map(Value::Set),
             (1u8..=64, any::<u64>()).prop_map(|(width, bits)| Value::Bit {
                 width,
-                bits: if width == 64 { bits } else { bits & ((1u64 << width) - 1) }
+                bits: if width == 64 {
+                    bits
+                } else {
+                    bits & ((1u64 << width) - 1)
+                }
             }),
             any::<String>().prop_map(Value::Json),
             vec(any::<u8>(), 0..64).prop_map(Value::Geometry),
@@ -390,6 +390,10 @@ mod tests {
     #[test]
     fn large_blobs_cost_their_size_not_more() {
         let bytes = sample().encode().unwrap();
-        assert!(bytes.len() < (4 << 20) + 256, "4 MiB blob encoded as {} bytes", bytes.len());
+        assert!(
+            bytes.len() < (4 << 20) + 256,
+            "4 MiB blob encoded as {} bytes",
+            bytes.len()
+        );
     }
 }

@@ -113,9 +113,15 @@ impl FromStr for MariaDbGtid {
             return Err(bad("MariaDB GTID", text, "expected domain-server-sequence"));
         };
         Ok(MariaDbGtid {
-            domain: d.parse().map_err(|_| bad("MariaDB GTID", text, "bad domain id"))?,
-            server: s.parse().map_err(|_| bad("MariaDB GTID", text, "bad server id"))?,
-            sequence: n.parse().map_err(|_| bad("MariaDB GTID", text, "bad sequence number"))?,
+            domain: d
+                .parse()
+                .map_err(|_| bad("MariaDB GTID", text, "bad domain id"))?,
+            server: s
+                .parse()
+                .map_err(|_| bad("MariaDB GTID", text, "bad server id"))?,
+            sequence: n
+                .parse()
+                .map_err(|_| bad("MariaDB GTID", text, "bad sequence number"))?,
         })
     }
 }
@@ -151,11 +157,9 @@ impl PartialOrd for MariaDbGtidPos {
     /// `a <= b` when every domain of `a` is at or behind `b`'s sequence in that domain.
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         let behind_or_equal = |a: &Self, b: &Self| {
-            a.domains.iter().all(|(domain, g)| {
-                b.domains
-                    .get(domain)
-                    .is_some_and(|h| h.sequence >= g.sequence)
-            })
+            a.domains
+                .iter()
+                .all(|(domain, g)| b.domains.get(domain).is_some_and(|h| h.sequence >= g.sequence))
         };
         match (behind_or_equal(self, other), behind_or_equal(other, self)) {
             (true, true) => Some(Ordering::Equal),

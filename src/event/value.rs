@@ -37,7 +37,10 @@ pub enum Value {
     /// TIMESTAMP(0..6): an instant, seconds and microseconds since the Unix epoch in UTC.
     /// The zero timestamp is `{ unix_seconds: 0, micros: 0 }` (1970-01-01 00:00:00 UTC
     /// itself is outside TIMESTAMP's range, so the two cannot be confused).
-    Timestamp { unix_seconds: i64, micros: u32 },
+    Timestamp {
+        unix_seconds: i64,
+        micros: u32,
+    },
     /// TIME(0..6), negative and above 24 hours included.
     Time(Time),
     /// YEAR: 0 (the zero year) or 1901..=2155.
@@ -57,7 +60,10 @@ pub enum Value {
     /// SET, member names in definition order.
     Set(Vec<String>),
     /// BIT(width), width 1..=64.
-    Bit { width: u8, bits: u64 },
+    Bit {
+        width: u8,
+        bits: u64,
+    },
     /// JSON, as the server's text rendering (numbers keep their digits).
     Json(String),
     /// GEOMETRY and its subtypes: the server's internal format (SRID + WKB).
@@ -102,16 +108,7 @@ impl PartialEq for Value {
             (Bytes(a), Bytes(b)) => a == b,
             (Enum(a), Enum(b)) => a == b,
             (Set(a), Set(b)) => a == b,
-            (
-                Bit {
-                    width: aw,
-                    bits: ab,
-                },
-                Bit {
-                    width: bw,
-                    bits: bb,
-                },
-            ) => aw == bw && ab == bb,
+            (Bit { width: aw, bits: ab }, Bit { width: bw, bits: bb }) => aw == bw && ab == bb,
             (Json(a), Json(b)) => a == b,
             (Geometry(a), Geometry(b)) => a == b,
             _ => false,
@@ -310,8 +307,11 @@ impl FromStr for DateTime {
         let (date, time) = text
             .split_once([' ', 'T'])
             .ok_or_else(|| parse_error("datetime", text, "expected 'YYYY-MM-DD hh:mm:ss[.ffffff]'"))?;
-        let date: Date = date.parse().map_err(|_| parse_error("datetime", text, "bad date part"))?;
-        let (hms, micros) = split_fraction(time).ok_or_else(|| parse_error("datetime", text, "bad fraction"))?;
+        let date: Date = date
+            .parse()
+            .map_err(|_| parse_error("datetime", text, "bad date part"))?;
+        let (hms, micros) =
+            split_fraction(time).ok_or_else(|| parse_error("datetime", text, "bad fraction"))?;
         let [hour, minute, second] =
             parse_hms(hms).ok_or_else(|| parse_error("datetime", text, "expected hh:mm:ss"))?;
         if hour > 23 || minute > 59 || second > 59 {

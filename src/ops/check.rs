@@ -49,7 +49,14 @@ pub struct Report {
 }
 
 impl Report {
-    fn add(&mut self, server: &str, setting: &str, expected: &str, actual: impl Into<String>, verdict: Verdict) {
+    fn add(
+        &mut self,
+        server: &str,
+        setting: &str,
+        expected: &str,
+        actual: impl Into<String>,
+        verdict: Verdict,
+    ) {
         self.findings.push(Finding {
             server: server.to_owned(),
             setting: setting.to_owned(),
@@ -92,13 +99,21 @@ impl Report {
         );
         let mut out = String::new();
         for (i, r) in rows.iter().enumerate() {
-            let verdict = if i == 0 { "RESULT".to_owned() } else { r.verdict.to_string() };
+            let verdict = if i == 0 {
+                "RESULT".to_owned()
+            } else {
+                r.verdict.to_string()
+            };
             out.push_str(&format!(
                 "{:ws$}  {:wc$}  {:we$}  {:wa$}  {}\n",
                 r.server, r.setting, r.expected, r.actual, verdict
             ));
         }
-        let failed = self.findings.iter().filter(|f| f.verdict == Verdict::Fail).count();
+        let failed = self
+            .findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Fail)
+            .count();
         out.push_str(&if failed == 0 {
             "check passed\n".to_owned()
         } else {
@@ -150,18 +165,36 @@ async fn check_source(source: &SourceConfig, report: &mut Report) {
     let conn = tokio::time::timeout(timeout, mysql_async::Conn::new(opts)).await;
     let mut conn = match conn {
         Err(_) => {
-            report.add(&server, "reachable", "yes", format!("no: timed out after {}s", timeout.as_secs()), Verdict::Fail);
+            report.add(
+                &server,
+                "reachable",
+                "yes",
+                format!("no: timed out after {}s", timeout.as_secs()),
+                Verdict::Fail,
+            );
             return;
         }
         Ok(Err(e)) => {
-            report.add(&server, "reachable", "yes", format!("no: {}", describe_mysql_error(&e)), Verdict::Fail);
+            report.add(
+                &server,
+                "reachable",
+                "yes",
+                format!("no: {}", describe_mysql_error(&e)),
+                Verdict::Fail,
+            );
             return;
         }
         Ok(Ok(conn)) => conn,
     };
     match tokio::time::timeout(timeout, inspect_source(&mut conn, &server, source, report)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => report.add(&server, "inspect", "queries succeed", describe_mysql_error(&e), Verdict::Fail),
+        Ok(Err(e)) => report.add(
+            &server,
+            "inspect",
+            "queries succeed",
+            describe_mysql_error(&e),
+            Verdict::Fail,
+        ),
         Err(_) => report.add(&server, "inspect", "answers in time", "timed out", Verdict::Fail),
     }
     let _ = tokio::time::timeout(timeout, conn.disconnect()).await;
@@ -204,7 +237,13 @@ async fn inspect_source(
         }
         // Without it the tracked schema names the columns; it works but is weaker.
         Some(v) => report.add(server, "binlog_row_metadata", "FULL", v, Verdict::Warn),
-        None => report.add(server, "binlog_row_metadata", "FULL", "(not supported by server)", Verdict::Warn),
+        None => report.add(
+            server,
+            "binlog_row_metadata",
+            "FULL",
+            "(not supported by server)",
+            Verdict::Warn,
+        ),
     }
     let server_id = var("server_id").unwrap_or("0");
     report.add(
@@ -212,7 +251,11 @@ async fn inspect_source(
         "server_id",
         "non-zero",
         server_id,
-        if server_id != "0" { Verdict::Ok } else { Verdict::Fail },
+        if server_id != "0" {
+            Verdict::Ok
+        } else {
+            Verdict::Fail
+        },
     );
     if mariadb {
         // MariaDB always writes GTIDs; strict mode keeps them monotonic per domain.
@@ -230,7 +273,12 @@ async fn inspect_source(
         );
     } else {
         report.expect_eq(server, "gtid_mode", "ON", var("gtid_mode"));
-        report.expect_eq(server, "enforce_gtid_consistency", "ON", var("enforce_gtid_consistency"));
+        report.expect_eq(
+            server,
+            "enforce_gtid_consistency",
+            "ON",
+            var("enforce_gtid_consistency"),
+        );
     }
     if source.server_id.to_string() == server_id {
         report.add(
@@ -247,7 +295,10 @@ async fn inspect_source(
     let has = |p: &str| privileges.iter().any(|g| g == p || g == "ALL PRIVILEGES");
     for (required, aliases) in [
         ("REPLICATION SLAVE", &["REPLICATION SLAVE"][..]),
-        ("REPLICATION CLIENT", &["REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"][..]),
+        (
+            "REPLICATION CLIENT",
+            &["REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"][..],
+        ),
         ("SELECT", &["SELECT"][..]),
     ] {
         let granted = aliases.iter().any(|a| has(a));
@@ -295,8 +346,19 @@ async fn check_kafka(kafka: &KafkaConfig, report: &mut Report) {
     let timeout = Duration::from_secs(kafka.connect_timeout_secs);
     match transport::cluster_info(kafka, timeout).await {
         Ok(info) => {
-            report.add(&server, "reachable", "yes", format!("yes, {} broker(s)", info.brokers.len()), Verdict::Ok);
-            for topic in [kafka.changes_topic(), kafka.schema_topic(), kafka.offsets_topic(), kafka.dead_letter_topic()] {
+            report.add(
+                &server,
+                "reachable",
+                "yes",
+                format!("yes, {} broker(s)", info.brokers.len()),
+                Verdict::Ok,
+            );
+            for topic in [
+                kafka.changes_topic(),
+                kafka.schema_topic(),
+                kafka.offsets_topic(),
+                kafka.dead_letter_topic(),
+            ] {
                 let present = info.topics.contains(&topic);
                 report.add(
                     &server,
@@ -331,7 +393,13 @@ async fn check_postgres(target: &TargetConfig, report: &mut Report) {
     let url = match parse_server_url(path, &target.url, &["postgres", "postgresql"]) {
         Ok(url) => url,
         Err(e) => {
-            report.add(&format!("target {}", target.name), "url", "valid URL", e, Verdict::Fail);
+            report.add(
+                &format!("target {}", target.name),
+                "url",
+                "valid URL",
+                e,
+                Verdict::Fail,
+            );
             return;
         }
     };
@@ -350,11 +418,23 @@ async fn check_postgres(target: &TargetConfig, report: &mut Report) {
     let connected = tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls)).await;
     let (client, connection) = match connected {
         Err(_) => {
-            report.add(&server, "reachable", "yes", format!("no: timed out after {}s", timeout.as_secs()), Verdict::Fail);
+            report.add(
+                &server,
+                "reachable",
+                "yes",
+                format!("no: timed out after {}s", timeout.as_secs()),
+                Verdict::Fail,
+            );
             return;
         }
         Ok(Err(e)) => {
-            report.add(&server, "reachable", "yes", format!("no: {}", describe_pg_error(&e)), Verdict::Fail);
+            report.add(
+                &server,
+                "reachable",
+                "yes",
+                format!("no: {}", describe_pg_error(&e)),
+                Verdict::Fail,
+            );
             return;
         }
         Ok(Ok(pair)) => pair,
@@ -370,7 +450,13 @@ async fn check_postgres(target: &TargetConfig, report: &mut Report) {
     };
     match tokio::time::timeout(timeout, queries).await {
         Ok(Ok((version, can_create))) => {
-            report.add(&server, "reachable", "yes", format!("yes, PostgreSQL {version}"), Verdict::Ok);
+            report.add(
+                &server,
+                "reachable",
+                "yes",
+                format!("yes, PostgreSQL {version}"),
+                Verdict::Ok,
+            );
             report.add(
                 &server,
                 "privilege CREATE on database",
@@ -379,7 +465,13 @@ async fn check_postgres(target: &TargetConfig, report: &mut Report) {
                 if can_create { Verdict::Ok } else { Verdict::Fail },
             );
         }
-        Ok(Err(e)) => report.add(&server, "inspect", "queries succeed", describe_pg_error(&e), Verdict::Fail),
+        Ok(Err(e)) => report.add(
+            &server,
+            "inspect",
+            "queries succeed",
+            describe_pg_error(&e),
+            Verdict::Fail,
+        ),
         Err(_) => report.add(&server, "inspect", "answers in time", "timed out", Verdict::Fail),
     }
     drop(client);
@@ -403,7 +495,10 @@ mod tests {
             "GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `cdc_reader`@`%` IDENTIFIED BY PASSWORD '*X'".to_owned(),
             "GRANT ALL PRIVILEGES ON `customer_a`.* TO `cdc_reader`@`%`".to_owned(),
         ];
-        assert_eq!(global_privileges(&grants), ["SELECT", "REPLICATION SLAVE", "BINLOG MONITOR"]);
+        assert_eq!(
+            global_privileges(&grants),
+            ["SELECT", "REPLICATION SLAVE", "BINLOG MONITOR"]
+        );
     }
 
     #[test]

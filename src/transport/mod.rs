@@ -86,7 +86,10 @@ impl TransportError {
 pub fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &kafka.bootstrap_servers)
-        .set("socket.connection.setup.timeout.ms", (kafka.connect_timeout_secs * 1000).to_string())
+        .set(
+            "socket.connection.setup.timeout.ms",
+            (kafka.connect_timeout_secs * 1000).to_string(),
+        )
         .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set("log_level", "4");
     for (key, value) in &kafka.properties {
@@ -113,7 +116,10 @@ pub fn transactional_producer(
 
 /// A consumer that sees only committed transactions and never commits offsets to
 /// Kafka by itself (positions are stored where the work they cover is stored).
-pub fn read_committed_consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, TransportError> {
+pub fn read_committed_consumer(
+    kafka: &KafkaConfig,
+    group_id: &str,
+) -> Result<StreamConsumer, TransportError> {
     let mut cfg = base_config(kafka);
     cfg.set("group.id", group_id)
         .set("isolation.level", "read_committed")
