@@ -38,7 +38,14 @@ pub enum Command {
     /// Capture one MySQL/MariaDB server into Kafka: a consistent snapshot of the
     /// selected tenants' tables, then the binlog from exactly that position.
     /// Restartable at any moment; one active instance per server.
-    Source(ConfigArg),
+    Source {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Ignore the stored position and take a new snapshot (e.g. after the
+        /// server purged binlogs the source had not read yet).
+        #[arg(long)]
+        resnapshot: bool,
+    },
     /// Apply change events from Kafka to the v2 targets (a consumer-group member;
     /// run more of them to scale out). Writes and offsets commit together.
     Sink(ConfigArg),
@@ -197,7 +204,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Source(c) | Command::Sink(c) => not_yet(&c, "source/sink"),
+        Command::Source { config, resnapshot } => {
+            let cfg = load(&config)?;
+            let source = cfg.source.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: the configuration has no [source] section",
+                    config.config.display()
+                )
+            })?;
+            let mut options = crate::source::RunOptions::from_config(source, &cfg);
+            options.resnapshot = resnapshot;
+            crate::source::run(&cfg, options, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sink(c) => not_yet(&c, "sink"),
         Command::Status { config, .. } => not_yet(&config, "status"),
         Command::Verify { config, .. } => not_yet(&config, "verify"),
         Command::Cutover { config, .. } => not_yet(&config, "cutover"),
@@ -211,6 +231,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// Resolves on SIGTERM or SIGINT: long-running commands then commit their
+/// in-flight work and exit 0.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
 }
 
 /// Commands whose stage is not built yet still validate their configuration,

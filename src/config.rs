@@ -125,6 +125,42 @@ pub struct SourceConfig {
     pub tables: TableSelection,
     #[serde(default)]
     pub on_error: OnError,
+    /// Rows per snapshot chunk (one Kafka transaction each, and the resume granularity).
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub snapshot_chunk_rows: usize,
+    /// A streaming batch is committed at this many events...
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// ...or this many bytes of row data...
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// ...or this long after its first transaction, whichever comes first.
+    /// Transactions are never split across batches.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// Heartbeat period asked of the server, so an idle server still advances the position.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_snapshot_chunk_rows() -> usize {
+    5_000
+}
+
+fn default_batch_max_events() -> usize {
+    5_000
+}
+
+fn default_batch_max_bytes() -> usize {
+    32 * 1024 * 1024
+}
+
+fn default_batch_max_wait_ms() -> u64 {
+    100
+}
+
+fn default_heartbeat_secs() -> u64 {
+    5
 }
 
 fn default_server_id() -> u32 {
@@ -245,10 +281,18 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
+    /// Partitions of the change topic when the source creates it. Tenants spread
+    /// over partitions (key = tenant); sink replicas beyond this number stay idle.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
     /// Extra librdkafka client properties (`security.protocol`, `sasl.mechanism`, ...).
     /// A value may be a `${ENV}` or `file:` reference, which is resolved.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+fn default_partitions() -> i32 {
+    3
 }
 
 fn default_topic_prefix() -> String {
@@ -397,8 +441,22 @@ impl Config {
             if source.connect_timeout_secs == 0 {
                 issues.push("source.connect_timeout_secs: must be at least 1".to_owned());
             }
+            for (key, value) in [
+                ("snapshot_chunk_rows", source.snapshot_chunk_rows as u64),
+                ("batch_max_events", source.batch_max_events as u64),
+                ("batch_max_bytes", source.batch_max_bytes as u64),
+                ("batch_max_wait_ms", source.batch_max_wait_ms),
+                ("heartbeat_secs", source.heartbeat_secs),
+            ] {
+                if value == 0 {
+                    issues.push(format!("source.{key}: must be at least 1"));
+                }
+            }
         }
         let kafka = &mut self.kafka;
+        if kafka.partitions < 1 {
+            issues.push("kafka.partitions: must be at least 1".to_owned());
+        }
         if let Err(e) = validate_bootstrap("kafka.bootstrap_servers", &kafka.bootstrap_servers) {
             issues.push(e);
         }

@@ -21,6 +21,7 @@ fn kafka_config(prefix: &str) -> KafkaConfig {
         bootstrap_servers: common::Stack::from_env().kafka_bootstrap,
         topic_prefix: prefix.to_owned(),
         connect_timeout_secs: 10,
+        partitions: 1,
         properties: Default::default(),
     }
 }

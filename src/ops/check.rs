@@ -146,7 +146,8 @@ fn host_port(url: &url::Url, default_port: u16) -> String {
     )
 }
 
-async fn check_source(source: &SourceConfig, report: &mut Report) {
+/// Checks the source server alone (also the source's own start-up check).
+pub async fn check_source(source: &SourceConfig, report: &mut Report) {
     let url = match parse_server_url("source.url", &source.url, &["mysql", "mariadb"]) {
         Ok(url) => url,
         Err(e) => {

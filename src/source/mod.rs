@@ -1,10 +1,699 @@
 //! The source: a consistent snapshot of the selected tenants' tables, then the
-//! binlog from exactly the position the snapshot corresponds to.
+//! binlog from exactly the position the snapshot corresponds to, into Kafka.
 //!
+//! # Exactly once
+//! Every batch of events is produced in one Kafka transaction together with the
+//! checkpoint it reaches (invariant 2). The source keeps no other state: on any
+//! retriable failure (Kafka or MySQL unreachable, a dropped binlog connection) it
+//! starts over from the last committed checkpoint, so a crash at any moment loses
+//! nothing and, for a read-committed reader, doubles nothing.
+//!
+//! # Order
+//! Events are keyed by tenant, so each tenant's events stay in binlog order in
+//! one partition (invariant 5).
+//!
+//! # Values
 //! Values are decoded once, here, into the typed [`crate::event::Value`]; the
 //! snapshot and the binlog decode through the same conversions so a row reads
 //! the same whichever path brought it.
 
+pub mod binlog;
 pub mod charset;
 pub mod convert;
 pub mod schema;
+pub mod snapshot;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, OnError, SourceConfig, TableSelection, TenantSelection};
+use crate::event::{
+    BinlogCoordinates, ChangeEvent, GtidSet, Operation, Phase, SourcePosition, TransactionInfo,
+};
+use crate::transport::publisher::{
+    read_checkpoint, Batch, PublishError, Publisher, SnapshotProgress, SourceCheckpoint, TableProgress,
+};
+use binlog::{BinlogReader, Committed, RejectedEvent, StreamItem};
+use schema::TableSchema;
+
+/// Databases that are never tenants.
+const SYSTEM_DATABASES: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
+
+/// Source failures, split by whether starting over from the last checkpoint can help.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("MySQL: {0}")]
+    Mysql(#[from] mysql_async::Error),
+    #[error("MySQL server settings: {details}")]
+    Settings { details: String },
+    #[error(
+        "binlog position {position} is no longer on the server (purged; oldest binlog is {oldest}). \
+         The changes in between are lost to the binlog: re-snapshot with `cdc-bridge source --resnapshot`"
+    )]
+    BinlogPurged { position: String, oldest: String },
+    #[error("binlog at {position}: cannot decode: {reason}")]
+    Undecodable { position: String, reason: String },
+    #[error("binlog at {position}: unsupported: {what}")]
+    Unsupported { position: String, what: String },
+    #[error(
+        "{table} at {position}: {reason} (source.on_error = \"stop\"; fix and restart, the position is kept)"
+    )]
+    Rejected {
+        table: String,
+        position: String,
+        reason: String,
+    },
+    #[error("binlog stream from {file} ended (connection closed by the server)")]
+    StreamEnded { file: String },
+    #[error("snapshot of {table}: {source}")]
+    Convert {
+        table: String,
+        #[source]
+        source: convert::ConvertError,
+    },
+    #[error(transparent)]
+    Publish(Box<PublishError>),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl SourceError {
+    /// Whether starting over from the last committed checkpoint may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SourceError::Mysql(e) => match e {
+                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+                // Lock wait timeout, deadlock, too many connections, server shutdown.
+                mysql_async::Error::Server(s) => matches!(s.code, 1205 | 1213 | 1040 | 1053 | 2013),
+                _ => false,
+            },
+            SourceError::StreamEnded { .. } => true,
+            SourceError::Publish(p) => p.is_retriable(),
+            _ => false,
+        }
+    }
+
+    fn from_binlog_open(e: mysql_async::Error, from: &BinlogCoordinates) -> SourceError {
+        match e {
+            mysql_async::Error::Server(ref s) if s.code == 1236 => SourceError::BinlogPurged {
+                position: from.to_string(),
+                oldest: format!("unknown ({})", s.message),
+            },
+            e => SourceError::Mysql(e),
+        }
+    }
+
+    fn from_stream(e: mysql_async::Error, file: &str) -> SourceError {
+        match e {
+            mysql_async::Error::Server(ref s) if s.code == 1236 => SourceError::BinlogPurged {
+                position: file.to_owned(),
+                oldest: format!("unknown ({})", s.message),
+            },
+            e => SourceError::Mysql(e),
+        }
+    }
+}
+
+impl From<PublishError> for SourceError {
+    fn from(e: PublishError) -> Self {
+        SourceError::Publish(Box::new(e))
+    }
+}
+
+/// Which databases are tenants and which of their tables are captured.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub tenants: TenantSelection,
+    pub tables: TableSelection,
+}
+
+impl Selection {
+    /// The v2 tenant id of `database`, when it is a selected tenant.
+    pub fn tenant<'a>(&'a self, database: &'a str) -> Option<&'a str> {
+        (!SYSTEM_DATABASES.contains(&database) && self.tenants.selects(database))
+            .then(|| self.tenants.tenant_id(database))
+    }
+}
+
+/// Tuning knobs of a source run (from the configuration and the command line).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Ignore the stored checkpoint and take a new snapshot.
+    pub resnapshot: bool,
+    pub snapshot_chunk_rows: usize,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_wait: Duration,
+    pub heartbeat: Duration,
+    pub partitions: i32,
+}
+
+impl RunOptions {
+    pub fn from_config(source: &SourceConfig, config: &Config) -> RunOptions {
+        RunOptions {
+            resnapshot: false,
+            snapshot_chunk_rows: source.snapshot_chunk_rows,
+            batch_max_events: source.batch_max_events,
+            batch_max_bytes: source.batch_max_bytes,
+            batch_max_wait: Duration::from_millis(source.batch_max_wait_ms),
+            heartbeat: Duration::from_secs(source.heartbeat_secs),
+            partitions: config.kafka.partitions,
+        }
+    }
+}
+
+/// Connection options for the source server.
+pub fn mysql_opts(source: &SourceConfig) -> Result<mysql_async::Opts, SourceError> {
+    let url = crate::config::parse_server_url("source.url", &source.url, &["mysql", "mariadb"])
+        .map_err(SourceError::Config)?;
+    Ok(mysql_async::OptsBuilder::default()
+        .ip_or_hostname(url.host_str().unwrap_or_default())
+        .tcp_port(url.port().unwrap_or(3306))
+        .user(Some(url.username()))
+        .pass(Some(source.password.expose()))
+        .prefer_socket(false)
+        .conn_ttl(None)
+        .into())
+}
+
+async fn connect(opts: &mysql_async::Opts) -> Result<mysql_async::Conn, SourceError> {
+    match tokio::time::timeout(Duration::from_secs(30), mysql_async::Conn::new(opts.clone())).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(SourceError::Mysql(mysql_async::Error::Io(
+            mysql_async::IoError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out after 30s",
+            )),
+        ))),
+    }
+}
+
+/// Runs the source until `shutdown` resolves (then it commits what it has and
+/// returns `Ok`), or until a failure that starting over cannot fix.
+pub async fn run(
+    config: &Config,
+    mut options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), SourceError> {
+    let source = config
+        .source
+        .as_ref()
+        .ok_or_else(|| SourceError::Config("the configuration has no [source] section".into()))?;
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let attempt = run_once(config, source, &options, shutdown.as_mut());
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source failed; starting over from the last committed checkpoint");
+                let jitter = Duration::from_millis(u64::from(std::process::id() % 250));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff + jitter) => {}
+                    _ = shutdown.as_mut() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+        // A re-snapshot request applies to the first attempt only.
+        options.resnapshot = false;
+    }
+}
+
+async fn run_once(
+    config: &Config,
+    source: &SourceConfig,
+    options: &RunOptions,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), SourceError> {
+    let selection = Selection {
+        tenants: source.tenants.clone(),
+        tables: source.tables.clone(),
+    };
+    let opts = mysql_opts(source)?;
+    preflight(source).await?;
+    let publisher = Publisher::connect(&config.kafka, &source.name, options.partitions).await?;
+    let checkpoint = if options.resnapshot {
+        None
+    } else {
+        read_checkpoint(&config.kafka, &source.name).await?
+    };
+    let (checkpoint, snapshot_schemas) = match checkpoint {
+        Some(cp) if cp.snapshot.is_none() => (cp, Vec::new()),
+        previous => {
+            let (cp, schemas) =
+                run_snapshot(source, &opts, &selection, &publisher, previous, options).await?;
+            (cp, schemas)
+        }
+    };
+    check_not_purged(&opts, &checkpoint.coordinates).await?;
+    stream(
+        source,
+        &opts,
+        selection,
+        &publisher,
+        checkpoint,
+        snapshot_schemas,
+        options,
+        shutdown.as_mut(),
+    )
+    .await
+}
+
+/// Checks the server settings the source depends on, naming expected and actual values.
+async fn preflight(source: &SourceConfig) -> Result<(), SourceError> {
+    let mut report = crate::ops::check::Report::default();
+    crate::ops::check::check_source(source, &mut report).await;
+    let failures: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.verdict == crate::ops::check::Verdict::Fail)
+        .map(|f| {
+            format!(
+                "{} {}: expected {}, actual {}",
+                f.server, f.setting, f.expected, f.actual
+            )
+        })
+        .collect();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    // An unreachable server may come back; wrong settings need a person.
+    let unreachable = report.findings.iter().any(|f| {
+        f.setting == "reachable"
+            && f.verdict == crate::ops::check::Verdict::Fail
+            && !f.actual.contains("Access denied")
+    });
+    let details = failures.join("; ");
+    if unreachable {
+        Err(SourceError::Mysql(mysql_async::Error::Io(
+            mysql_async::IoError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                details,
+            )),
+        )))
+    } else {
+        Err(SourceError::Settings { details })
+    }
+}
+
+async fn check_not_purged(opts: &mysql_async::Opts, at: &BinlogCoordinates) -> Result<(), SourceError> {
+    let mut conn = connect(opts).await?;
+    let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
+    let names: Vec<String> = logs
+        .into_iter()
+        .filter_map(|mut r| r.take::<String, usize>(0))
+        .collect();
+    let _ = conn.disconnect().await;
+    if names.contains(&at.file) {
+        return Ok(());
+    }
+    Err(SourceError::BinlogPurged {
+        position: at.to_string(),
+        oldest: names.first().cloned().unwrap_or_else(|| "(none)".into()),
+    })
+}
+
+fn schema_records(schemas: &[TableSchema]) -> Vec<(String, Vec<u8>)> {
+    schemas
+        .iter()
+        .map(|t| {
+            (
+                format!("{}.{}", t.database, t.table),
+                serde_json::to_vec(t).expect("schema serializes"),
+            )
+        })
+        .collect()
+}
+
+/// Takes (or resumes) the snapshot; returns the checkpoint streaming starts from.
+async fn run_snapshot(
+    source: &SourceConfig,
+    opts: &mysql_async::Opts,
+    selection: &Selection,
+    publisher: &Publisher,
+    previous: Option<SourceCheckpoint>,
+    options: &RunOptions,
+) -> Result<(SourceCheckpoint, Vec<TableSchema>), SourceError> {
+    let conn = connect(opts).await?;
+    let version: String = {
+        let mut conn = connect(opts).await?;
+        let v = conn.query_first("SELECT VERSION()").await?.unwrap_or_default();
+        let _ = conn.disconnect().await;
+        v
+    };
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    let mut view = snapshot::open_view(conn, mariadb).await?;
+    // Streaming starts where the first view of this snapshot was taken.
+    let (resume, resume_gtid, mut progress) = match previous {
+        Some(cp) => (
+            cp.coordinates,
+            cp.gtid,
+            cp.snapshot.unwrap_or(SnapshotProgress {
+                tables_done: Vec::new(),
+                current: None,
+                rows_done: 0,
+            }),
+        ),
+        None => (
+            view.coordinates.clone(),
+            view.gtid.as_ref().map(ToString::to_string),
+            SnapshotProgress {
+                tables_done: Vec::new(),
+                current: None,
+                rows_done: 0,
+            },
+        ),
+    };
+    tracing::info!(server = %source.name, view = %view.coordinates, resume = %resume, "snapshot started");
+
+    let databases: Vec<Vec<u8>> = view.conn.query("SHOW DATABASES").await?;
+    let mut tables: Vec<(String, TableSchema)> = Vec::new();
+    for db in databases
+        .into_iter()
+        .map(|d| String::from_utf8_lossy(&d).into_owned())
+    {
+        let Some(tenant) = selection.tenant(&db).map(str::to_owned) else {
+            continue;
+        };
+        for t in schema::load_tables(&mut view.conn, &db).await? {
+            if selection.tables.selects(&t.table) {
+                tables.push((tenant.clone(), t));
+            }
+        }
+    }
+    let all_schemas: Vec<TableSchema> = tables.iter().map(|(_, t)| t.clone()).collect();
+    let mut pending_schemas = schema_records(&all_schemas);
+    let view_gtid: Option<GtidSet> = view.gtid.clone();
+    let checkpoint = |progress: &SnapshotProgress| SourceCheckpoint {
+        server: source.name.clone(),
+        coordinates: resume.clone(),
+        gtid: resume_gtid.clone(),
+        snapshot: Some(progress.clone()),
+        last_commit_micros: now_micros(),
+    };
+    for (tenant, table) in &tables {
+        let name = format!("{}.{}", table.database, table.table);
+        if progress.tables_done.contains(&name) {
+            continue;
+        }
+        if !table.has_primary_key() {
+            tracing::warn!(table = %name, "table has no primary key: copied whole, and its changes are keyed by the full row");
+        }
+        let mut last_key = progress
+            .current
+            .as_ref()
+            .filter(|c| c.table == name && table.has_primary_key())
+            .map(|c| c.last_key.clone());
+        let mut table_rows = 0u64;
+        loop {
+            let (rows, done) = snapshot::read_chunk(
+                &mut view.conn,
+                table,
+                last_key.as_ref(),
+                options.snapshot_chunk_rows,
+            )
+            .await?;
+            let n = rows.len();
+            let mut events = Vec::with_capacity(n);
+            for (i, row) in rows.into_iter().enumerate() {
+                let key = binlog::key_of(table, &row);
+                events.push(ChangeEvent {
+                    tenant: tenant.clone(),
+                    database: table.database.clone(),
+                    table: table.table.clone(),
+                    op: Operation::SnapshotRead,
+                    key,
+                    before: None,
+                    after: Some(row),
+                    ddl: None,
+                    schema_version: table.version,
+                    position: SourcePosition {
+                        coordinates: view.coordinates.clone(),
+                        gtid: view_gtid.clone(),
+                        phase: Phase::Snapshot,
+                        index: progress.rows_done + i as u64,
+                    },
+                    commit_time_micros: now_micros(),
+                    transaction: TransactionInfo {
+                        id: format!("snapshot@{}", view.coordinates),
+                        index: i as u32,
+                        last: i + 1 == n,
+                    },
+                });
+            }
+            progress.rows_done += n as u64;
+            table_rows += n as u64;
+            if let Some(last) = events.last().and_then(|e| e.after.as_ref()) {
+                if table.has_primary_key() {
+                    last_key = Some(binlog::key_of(table, last));
+                }
+            }
+            if done {
+                progress.tables_done.push(name.clone());
+                progress.current = None;
+            } else {
+                progress.current = last_key.clone().map(|k| TableProgress {
+                    table: name.clone(),
+                    last_key: k,
+                });
+            }
+            publisher
+                .publish(Batch {
+                    events: &events,
+                    schemas: &pending_schemas,
+                    dead_letters: &[],
+                    checkpoint: &checkpoint(&progress),
+                })
+                .await?;
+            pending_schemas.clear();
+            for ev in &events {
+                metrics::counter!("cdc_bridge_source_events_total", "tenant" => ev.tenant.clone(), "op" => "read")
+                    .increment(1);
+            }
+            metrics::counter!("cdc_bridge_source_snapshot_rows_total").increment(n as u64);
+            if done {
+                tracing::info!(table = %name, rows = table_rows, "snapshot of table done");
+                break;
+            }
+            tracing::debug!(table = %name, rows = table_rows, "snapshot chunk committed");
+        }
+    }
+    let _ = view.conn.query_drop("COMMIT").await;
+    let _ = view.conn.disconnect().await;
+    let done = SourceCheckpoint {
+        server: source.name.clone(),
+        coordinates: resume.clone(),
+        gtid: resume_gtid.clone(),
+        snapshot: None,
+        last_commit_micros: now_micros(),
+    };
+    publisher
+        .publish(Batch {
+            events: &[],
+            schemas: &pending_schemas,
+            dead_letters: &[],
+            checkpoint: &done,
+        })
+        .await?;
+    tracing::info!(server = %source.name, rows = progress.rows_done, "snapshot complete; streaming from {resume}");
+    Ok((done, all_schemas))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A dead-letter record: where and why, never the row's values.
+fn dead_letter(source: &str, r: &RejectedEvent) -> (String, Vec<u8>) {
+    let record = serde_json::json!({
+        "stage": "source",
+        "server": source,
+        "database": r.database,
+        "table": r.table,
+        "position": r.position.to_string(),
+        "reason": r.reason,
+        "time_micros": now_micros(),
+    });
+    (
+        format!("{}.{}", r.database, r.table),
+        record.to_string().into_bytes(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    source: &SourceConfig,
+    opts: &mysql_async::Opts,
+    selection: Selection,
+    publisher: &Publisher,
+    mut checkpoint: SourceCheckpoint,
+    seed: Vec<TableSchema>,
+    options: &RunOptions,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), SourceError> {
+    let gtid: Option<GtidSet> = checkpoint.gtid.as_deref().and_then(|g| g.parse().ok());
+    let mut reader = BinlogReader::start(
+        opts.clone(),
+        source.server_id,
+        &checkpoint.coordinates,
+        gtid,
+        selection,
+        options.heartbeat,
+    )
+    .await?;
+    reader.seed_schemas(seed);
+    tracing::info!(server = %source.name, from = %checkpoint.coordinates, "streaming the binlog");
+
+    // The reader runs in its own task: its next() is not cancel-safe, the channel is.
+    let (tx, mut rx) = mpsc::channel::<Result<StreamItem, SourceError>>(64);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let item = reader.next().await;
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let _abort_reader = AbortOnDrop(reader_task);
+
+    let mut events: Vec<ChangeEvent> = Vec::new();
+    let mut schemas: Vec<TableSchema> = Vec::new();
+    let mut dead: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    let mut dirty = false;
+    let mut first_pending: Option<tokio::time::Instant> = None;
+    let mut last_flush = tokio::time::Instant::now();
+    let idle_flush = Duration::from_secs(2);
+
+    loop {
+        let wait = match first_pending {
+            Some(t) if !events.is_empty() || !dead.is_empty() => t + options.batch_max_wait,
+            _ if dirty => last_flush + idle_flush,
+            _ => tokio::time::Instant::now() + Duration::from_secs(3600),
+        };
+        let mut stop = false;
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(Ok(StreamItem::Transaction(c))) => {
+                    let Committed { events: evs, schemas: sch, rejected, end, gtid, commit_micros } = c;
+                    if let (Some(first), OnError::Stop) = (rejected.first(), source.on_error) {
+                        // Commit what came before this transaction, then stop at it.
+                        flush(publisher, &mut events, &mut schemas, &mut dead, &checkpoint).await?;
+                        return Err(SourceError::Rejected {
+                            table: format!("{}.{}", first.database, first.table),
+                            position: first.position.to_string(),
+                            reason: first.reason.clone(),
+                        });
+                    }
+                    for r in &rejected {
+                        tracing::error!(table = %format!("{}.{}", r.database, r.table), position = %r.position, reason = %r.reason, "event sent to the dead-letter topic");
+                        metrics::counter!("cdc_bridge_source_dead_letters_total").increment(1);
+                        dead.push(dead_letter(&source.name, r));
+                    }
+                    for ev in &evs {
+                        bytes += ev.after.as_ref().map_or(0, row_size) + ev.before.as_ref().map_or(0, row_size);
+                        metrics::counter!("cdc_bridge_source_events_total", "tenant" => ev.tenant.clone(), "op" => ev.op.as_str())
+                            .increment(1);
+                    }
+                    if commit_micros > 0 {
+                        let delay = (now_micros() - commit_micros).max(0) as f64 / 1e6;
+                        metrics::gauge!("cdc_bridge_source_delay_seconds").set(delay);
+                    }
+                    events.extend(evs);
+                    schemas.extend(sch);
+                    if let Some(end) = end {
+                        checkpoint.coordinates = end;
+                    }
+                    checkpoint.gtid = gtid.map(|g| g.to_string()).or(checkpoint.gtid.take());
+                    if commit_micros > 0 {
+                        checkpoint.last_commit_micros = commit_micros;
+                    }
+                    dirty = true;
+                    first_pending.get_or_insert_with(tokio::time::Instant::now);
+                }
+                Some(Ok(StreamItem::Heartbeat(at))) => {
+                    if events.is_empty() && at > checkpoint.coordinates {
+                        checkpoint.coordinates = at;
+                        dirty = true;
+                    }
+                }
+                Some(Err(e)) => {
+                    // Whole transactions received so far are still committed.
+                    flush(publisher, &mut events, &mut schemas, &mut dead, &checkpoint).await?;
+                    return Err(e);
+                }
+                None => return Err(SourceError::StreamEnded { file: checkpoint.coordinates.file.clone() }),
+            },
+            _ = tokio::time::sleep_until(wait) => {}
+            _ = shutdown.as_mut() => stop = true,
+        }
+        let full = events.len() >= options.batch_max_events || bytes >= options.batch_max_bytes;
+        let due = first_pending.is_some_and(|t| t.elapsed() >= options.batch_max_wait)
+            || (dirty && last_flush.elapsed() >= idle_flush);
+        if dirty && (full || due || stop) {
+            flush(publisher, &mut events, &mut schemas, &mut dead, &checkpoint).await?;
+            metrics::gauge!("cdc_bridge_source_binlog_position_bytes").set(checkpoint.coordinates.pos as f64);
+            bytes = 0;
+            dirty = false;
+            first_pending = None;
+            last_flush = tokio::time::Instant::now();
+        }
+        if stop {
+            tracing::info!(position = %checkpoint.coordinates, "source stopped; position committed");
+            return Ok(());
+        }
+    }
+}
+
+async fn flush(
+    publisher: &Publisher,
+    events: &mut Vec<ChangeEvent>,
+    schemas: &mut Vec<TableSchema>,
+    dead: &mut Vec<(String, Vec<u8>)>,
+    checkpoint: &SourceCheckpoint,
+) -> Result<(), SourceError> {
+    let records = schema_records(schemas);
+    publisher
+        .publish(Batch {
+            events,
+            schemas: &records,
+            dead_letters: dead,
+            checkpoint,
+        })
+        .await?;
+    events.clear();
+    schemas.clear();
+    dead.clear();
+    Ok(())
+}
+
+fn row_size(row: &crate::event::Row) -> usize {
+    use crate::event::Value;
+    row.0
+        .iter()
+        .map(|(name, v)| {
+            name.len()
+                + match v {
+                    Value::Text(s) | Value::Json(s) | Value::Enum(s) => s.len(),
+                    Value::Bytes(b) | Value::Geometry(b) | Value::TextBytes { bytes: b, .. } => b.len(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -38,7 +38,8 @@ impl ColumnSchema {
 pub struct TableSchema {
     pub database: String,
     pub table: String,
-    /// Increases by one with every schema change the source follows.
+    /// A fingerprint of the columns and key ([`TableSchema::fingerprint`]): the
+    /// same shape always has the same version, across restarts and re-snapshots.
     pub version: u32,
     pub columns: Vec<ColumnSchema>,
     /// Primary-key column names in key order; empty when the table has none.
@@ -57,6 +58,14 @@ impl TableSchema {
     /// The same columns and key, ignoring the version.
     pub fn same_shape(&self, other: &TableSchema) -> bool {
         self.columns == other.columns && self.primary_key == other.primary_key
+    }
+
+    /// FNV-1a over the JSON of the columns and key.
+    pub fn fingerprint(&self) -> u32 {
+        let json = serde_json::to_vec(&(&self.columns, &self.primary_key)).unwrap_or_default();
+        json.iter().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        })
     }
 }
 
@@ -140,7 +149,7 @@ pub async fn load_tables(
             tables.push(TableSchema {
                 database: database.to_owned(),
                 table: table.clone(),
-                version: 1,
+                version: 0,
                 columns: Vec::new(),
                 primary_key: keys
                     .iter()
@@ -168,6 +177,9 @@ pub async fn load_tables(
                 numeric_precision: precision,
             });
         }
+    }
+    for t in &mut tables {
+        t.version = t.fingerprint();
     }
     Ok(tables)
 }

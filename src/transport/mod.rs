@@ -163,3 +163,4 @@ pub async fn cluster_info(kafka: &KafkaConfig, timeout: Duration) -> Result<Clus
     .await
     .expect("metadata task panicked")
 }
+pub mod publisher;
