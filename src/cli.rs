@@ -114,6 +114,16 @@ pub enum Command {
         /// Keep following new events instead of stopping at the end.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Start at this offset in every partition (default: the beginning).
+        #[arg(long, conflicts_with = "from_time")]
+        from_offset: Option<i64>,
+        /// Start at the first event at or after this time (RFC 3339, e.g. 2026-11-25T08:00:00Z,
+        /// or milliseconds since the epoch).
+        #[arg(long)]
+        from_time: Option<String>,
+        /// Stop after printing this many events.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Validate a mapping or preview what a v1 row becomes.
     Mapping {
@@ -180,6 +190,7 @@ fn init_logging(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -223,7 +234,34 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cutover { config, .. } => not_yet(&config, "cutover"),
         Command::Replay { config, .. } => not_yet(&config, "replay"),
         Command::Snapshot { config, .. } => not_yet(&config, "snapshot"),
-        Command::Tail { config, .. } => not_yet(&config, "tail"),
+        Command::Tail {
+            config,
+            tenant,
+            table,
+            follow,
+            from_offset,
+            from_time,
+            limit,
+        } => {
+            let cfg = load(&config)?;
+            let from_time_ms = from_time.as_deref().map(parse_time_ms).transpose()?;
+            let options = ops::tail::TailOptions {
+                tenants: tenant,
+                tables: table,
+                follow,
+                from_offset,
+                from_time_ms,
+                limit,
+            };
+            let printed = tokio::task::spawn_blocking(move || {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                ops::tail::run(&cfg.kafka, &options, &mut out)
+            })
+            .await??;
+            tracing::debug!(printed, "tail done");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Generate { config, .. } => not_yet(&config, "generate"),
         Command::Mapping { action } => match action {
             MappingAction::Check { config } | MappingAction::Preview { config, .. } => {
@@ -231,6 +269,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// Milliseconds since the epoch from `2026-11-25T08:00:00Z` (UTC, optional
+/// fraction) or from a plain number of milliseconds.
+fn parse_time_ms(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let trimmed = text.trim_end_matches('Z');
+    let dt: crate::event::DateTime = trimmed.parse().map_err(|_| {
+        anyhow::anyhow!("--from-time {text:?}: expected 2026-11-25T08:00:00Z or milliseconds")
+    })?;
+    let days = crate::source::convert::days_from_civil(
+        i64::from(dt.date.year),
+        u32::from(dt.date.month),
+        u32::from(dt.date.day),
+    );
+    let secs = days * 86_400 + i64::from(dt.hour) * 3600 + i64::from(dt.minute) * 60 + i64::from(dt.second);
+    Ok(secs * 1000 + i64::from(dt.micros / 1000))
 }
 
 /// Resolves on SIGTERM or SIGINT: long-running commands then commit their

@@ -8,6 +8,7 @@
 //! version exactly or refuse it: an unknown version or a truncated message is a
 //! typed error, never a guess and never a panic.
 
+pub mod json;
 pub mod position;
 pub mod value;
 

@@ -1,3 +1,4 @@
 //! Operator commands: checks, status, verification, cutover, replay.
 
 pub mod check;
+pub mod tail;

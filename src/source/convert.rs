@@ -129,6 +129,9 @@ pub fn from_binlog(col: &ColumnSchema, v: BinlogValue<'_>) -> Result<Value, Conv
                     .collect(),
             ))
         }
+        // mysql_common reads a signed MEDIUMINT from the binlog without sign
+        // extension (-1 arrives as 16777215): extend it here.
+        ("mediumint", Wire::Int(v)) if !col.unsigned && v > 0x7f_ffff => Ok(Value::Int(v - 0x100_0000)),
         ("year", Wire::Bytes(b)) => {
             // mysql_common renders YEAR as 1900 + stored byte, so the zero year comes as 1900.
             let y: i64 = std::str::from_utf8(&b)
@@ -409,6 +412,29 @@ mod tests {
         assert_eq!(
             from_binlog(&col("binary"), BinlogValue::Value(Wire::Bytes(vec![1]))).unwrap(),
             Value::Bytes(vec![1, 0, 0, 0])
+        );
+    }
+
+    #[test]
+    fn signed_mediumint_from_the_binlog_is_sign_extended() {
+        let c = col("mediumint");
+        assert_eq!(
+            from_binlog(&c, BinlogValue::Value(Wire::Int(0x80_0000))).unwrap(),
+            Value::Int(-8_388_608)
+        );
+        assert_eq!(
+            from_binlog(&c, BinlogValue::Value(Wire::Int(0xff_ffff))).unwrap(),
+            Value::Int(-1)
+        );
+        assert_eq!(
+            from_binlog(&c, BinlogValue::Value(Wire::Int(8_388_607))).unwrap(),
+            Value::Int(8_388_607)
+        );
+        let mut u = col("mediumint");
+        u.unsigned = true;
+        assert_eq!(
+            from_binlog(&u, BinlogValue::Value(Wire::Int(0xff_ffff))).unwrap(),
+            Value::UInt(16_777_215)
         );
     }
 

@@ -5,6 +5,8 @@
 //! from the same environment variables `stack.sh env` prints, with the same defaults.
 #![allow(dead_code)]
 
+pub mod pipeline;
+
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

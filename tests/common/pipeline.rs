@@ -1,0 +1,451 @@
+//! Helpers for tests that run the source: a tenant database of the test's own,
+//! the `cdc-bridge source` process, and a read-committed consumer that rebuilds
+//! the tables from the change topic.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cdc_bridge::config::KafkaConfig;
+use cdc_bridge::event::{ChangeEvent, Operation, Row, SourcePosition, Value};
+use cdc_bridge::source::{convert, schema};
+use mysql_async::prelude::Queryable;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{path_str, temp_config, unique, Stack};
+
+/// One test's slice of the pipeline: its tenant databases, topic prefix and server name.
+pub struct Pipeline {
+    pub stack: Stack,
+    pub databases: Vec<String>,
+    pub prefix: String,
+    pub server: String,
+    pub config_dir: tempfile::TempDir,
+    pub config_path: std::path::PathBuf,
+}
+
+impl Pipeline {
+    /// Creates `tenants` empty databases and a config selecting exactly them.
+    pub async fn new(name: &str, tenants: usize, extra_source_config: &str) -> Pipeline {
+        let stack = Stack::from_env();
+        let base = unique(name);
+        let databases: Vec<String> = (0..tenants).map(|i| format!("{base}_t{i}")).collect();
+        let mut conn = mysql_async::Conn::new(stack.mysql_admin_opts())
+            .await
+            .expect("admin connection");
+        for db in &databases {
+            conn.query_drop(format!("CREATE DATABASE `{db}` CHARACTER SET utf8mb4"))
+                .await
+                .expect("create tenant database");
+        }
+        drop(conn);
+        let include = databases
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            r#"
+[source]
+name = "{base}"
+url = "{url}"
+password = "${{CDC_BRIDGE_MYSQL_PASSWORD}}"
+heartbeat_secs = 1
+batch_max_wait_ms = 50
+{extra_source_config}
+[source.tenants]
+include = [{include}]
+
+[kafka]
+bootstrap_servers = "{kafka}"
+topic_prefix = "{base}"
+partitions = 3
+"#,
+            url = stack.mysql_url(),
+            kafka = stack.kafka_bootstrap,
+        );
+        let (config_dir, config_path) = temp_config(&text);
+        Pipeline {
+            stack,
+            databases,
+            prefix: base.clone(),
+            server: base,
+            config_dir,
+            config_path,
+        }
+    }
+
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: self.stack.kafka_bootstrap.clone(),
+            topic_prefix: self.prefix.clone(),
+            connect_timeout_secs: 10,
+            partitions: 3,
+            properties: Default::default(),
+        }
+    }
+
+    pub async fn admin(&self) -> mysql_async::Conn {
+        mysql_async::Conn::new(self.stack.mysql_admin_opts())
+            .await
+            .expect("admin connection")
+    }
+
+    /// Starts `cdc-bridge source` for this pipeline.
+    pub fn start_source(&self, extra_args: &[&str]) -> SourceProcess {
+        let log = self
+            .config_dir
+            .path()
+            .join(format!("source-{}.log", unique("run")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
+            .args(["source", "--config", path_str(&self.config_path)])
+            .args(extra_args)
+            .env("CDC_BRIDGE_MYSQL_PASSWORD", &self.stack.mysql_password)
+            .env("CDC_BRIDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start cdc-bridge source");
+        SourceProcess {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Every table of every tenant database as `SELECT *` returns it.
+    pub async fn select_all(&self) -> Tables {
+        let mut conn = self.admin().await;
+        conn.query_drop("SET SESSION time_zone = '+00:00', SESSION character_set_results = NULL")
+            .await
+            .unwrap();
+        let mut out = Tables::new();
+        for db in &self.databases {
+            for t in schema::load_tables(&mut conn, db).await.unwrap() {
+                let cols = t
+                    .columns
+                    .iter()
+                    .map(|c| schema::quote_ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let rows: Vec<mysql_async::Row> = conn
+                    .exec(format!("SELECT {cols} FROM `{db}`.`{}`", t.table), ())
+                    .await
+                    .unwrap();
+                let table = out.entry((db.clone(), t.table.clone())).or_default();
+                for row in rows {
+                    let values = row.unwrap();
+                    let r = Row(t
+                        .columns
+                        .iter()
+                        .zip(values)
+                        .map(|(c, v)| (c.name.clone(), convert::from_snapshot(c, v).unwrap()))
+                        .collect());
+                    table.insert_row(r);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Rows per (database, table), as a multiset keyed by the row's JSON.
+pub type Tables = BTreeMap<(String, String), TableRows>;
+
+/// A multiset of rows (identical rows of a table without a key count twice).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableRows(pub BTreeMap<String, usize>);
+
+impl TableRows {
+    pub fn insert_row(&mut self, row: Row) {
+        *self.0.entry(row_text(&row)).or_default() += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.values().sum()
+    }
+}
+
+pub fn row_text(row: &Row) -> String {
+    cdc_bridge::event::json::row_to_json(row).to_string()
+}
+
+/// A running `cdc-bridge source`; killed (SIGKILL) on drop.
+pub struct SourceProcess {
+    child: Option<Child>,
+    pub log: std::path::PathBuf,
+}
+
+impl SourceProcess {
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status (bounded).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit by itself (bounded).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the source says it is streaming the binlog (its snapshot is done).
+    pub async fn wait_streaming(&self, timeout: Duration) {
+        let log = self.log.clone();
+        super::wait_until("the source to start streaming", timeout, || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .ok()
+                    .filter(|t| t.contains("streaming the binlog"))
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SourceProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A committed event with where it was read.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub event: ChangeEvent,
+}
+
+/// Reads every committed event of the change topic currently there.
+pub fn read_topic(kafka: &KafkaConfig) -> Vec<Read> {
+    let topic = kafka.changes_topic();
+    let mut cfg = cdc_bridge::transport::base_config(kafka);
+    cfg.set("group.id", unique("test-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set(
+            "fetch.message.max.bytes",
+            cdc_bridge::transport::MAX_MESSAGE_BYTES.to_string(),
+        );
+    let consumer: BaseConsumer = cfg.create().expect("consumer");
+    let timeout = Duration::from_secs(10);
+    let md = match consumer.fetch_metadata(Some(&topic), timeout) {
+        Ok(md) => md,
+        Err(_) => return Vec::new(),
+    };
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut ends = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(&topic, p, timeout).expect("watermarks");
+        ends.push((p, low, high));
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
+            let msg = msg.expect("read change topic");
+            let event = ChangeEvent::decode(msg.payload().expect("payload")).expect("every event decodes");
+            out.push(Read {
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().unwrap_or_default().to_vec(),
+                event,
+            });
+        }
+        let position = consumer.position().unwrap();
+        let done = ends.iter().all(|&(p, low, high)| {
+            high <= low
+                || position
+                    .find_partition(&topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|o| o >= high)
+        });
+        if done {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading the change topic took over 120s"
+        );
+    }
+}
+
+/// Rebuilds the tables from events, as a sink with a position guard would:
+/// per key, an event older than the one applied is ignored; deletes leave a
+/// tombstone position. Tables without a key are rebuilt as multisets.
+pub fn rebuild(reads: &[Read]) -> Tables {
+    type Keyed = BTreeMap<String, (SourcePosition, Option<Row>)>;
+    let mut keyed: BTreeMap<(String, String), Keyed> = BTreeMap::new();
+    let mut keyless: Tables = Tables::new();
+    for r in reads {
+        let ev = &r.event;
+        if ev.op == Operation::Ddl {
+            continue;
+        }
+        let table = (ev.database.clone(), ev.table.clone());
+        if ev.key.is_empty() {
+            let rows = keyless.entry(table).or_default();
+            if let Some(before) = &ev.before {
+                let k = row_text(before);
+                if let Some(n) = rows.0.get_mut(&k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        rows.0.remove(&k);
+                    }
+                }
+            }
+            if let Some(after) = &ev.after {
+                rows.insert_row(after.clone());
+            }
+            continue;
+        }
+        let rows = keyed.entry(table).or_default();
+        // An update that changed the key removes the old key.
+        if let (Some(before), Some(_)) = (&ev.before, &ev.after) {
+            let old_key = Row(ev
+                .key
+                .0
+                .iter()
+                .map(|(k, _)| (k.clone(), before.get(k).cloned().unwrap_or(Value::Null)))
+                .collect());
+            if old_key != ev.key {
+                let k = row_text(&old_key);
+                let newer = rows.get(&k).is_some_and(|(p, _)| *p > ev.position);
+                if !newer {
+                    rows.insert(k, (ev.position.clone(), None));
+                }
+            }
+        }
+        let k = row_text(&ev.key);
+        if rows.get(&k).is_some_and(|(p, _)| *p > ev.position) {
+            continue;
+        }
+        let image = match ev.op {
+            Operation::Delete => None,
+            _ => ev.after.clone(),
+        };
+        rows.insert(k, (ev.position.clone(), image));
+    }
+    let mut out = keyless;
+    for (table, rows) in keyed {
+        let t = out.entry(table).or_default();
+        for (_, (_, row)) in rows {
+            if let Some(row) = row {
+                t.insert_row(row);
+            }
+        }
+    }
+    out.retain(|_, rows| rows.len() > 0);
+    out
+}
+
+/// Describes how two table sets differ (first few rows each way).
+pub fn diff(expected: &Tables, actual: &Tables) -> String {
+    let mut out = String::new();
+    let tables: std::collections::BTreeSet<_> = expected.keys().chain(actual.keys()).collect();
+    for t in tables {
+        let empty = TableRows::default();
+        let e = expected.get(t).unwrap_or(&empty);
+        let a = actual.get(t).unwrap_or(&empty);
+        if e == a {
+            continue;
+        }
+        out.push_str(&format!(
+            "table {}.{}: expected {} rows, got {}\n",
+            t.0,
+            t.1,
+            e.len(),
+            a.len()
+        ));
+        for (row, n) in &e.0 {
+            if a.0.get(row) != Some(n) {
+                out.push_str(&format!("  missing/different (x{n}): {}\n", truncate(row)));
+            }
+        }
+        for (row, n) in &a.0 {
+            if e.0.get(row) != Some(n) {
+                out.push_str(&format!("  extra/different (x{n}): {}\n", truncate(row)));
+            }
+        }
+    }
+    out
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() > 400 {
+        format!("{}… ({} bytes)", &s[..s.floor_char_boundary(400)], s.len())
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Waits until the tables rebuilt from the topic equal `SELECT *`, or panics with the difference.
+pub async fn wait_converged(p: &Pipeline, timeout: Duration) -> Vec<Read> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let expected = p.select_all().await;
+        let kafka = p.kafka();
+        let reads = tokio::task::spawn_blocking(move || read_topic(&kafka))
+            .await
+            .unwrap();
+        let actual = rebuild(&reads);
+        let expected: Tables = expected.into_iter().filter(|(_, r)| r.len() > 0).collect();
+        if expected == actual {
+            return reads;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "the topic never converged to SELECT * within {timeout:?}:\n{}",
+                diff(&expected, &actual)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
