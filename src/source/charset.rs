@@ -80,7 +80,7 @@ fn whatwg_label(charset: &str) -> Option<&'static str> {
 }
 
 fn decode_utf16(bytes: &[u8], little_endian: bool) -> Option<String> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let units = bytes.chunks_exact(2).map(|c| {
@@ -94,7 +94,7 @@ fn decode_utf16(bytes: &[u8], little_endian: bool) -> Option<String> {
 }
 
 fn decode_utf32(bytes: &[u8]) -> Option<String> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     bytes
