@@ -223,6 +223,23 @@ impl ThrowawayMariaDb {
         server
     }
 
+    /// Runs SQL as root over the server's socket (the mariadb client, socket auth).
+    pub fn sql(&self, sql: &str) {
+        let out = Command::new("mariadb")
+            .arg(format!(
+                "--socket={}",
+                self._dir.path().join("mysqld.sock").display()
+            ))
+            .args(["-uroot", "-e", sql])
+            .output()
+            .expect("run the mariadb client");
+        assert!(
+            out.status.success(),
+            "SQL failed on the throwaway server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn opts(&self) -> mysql_async::Opts {
         mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")

@@ -96,24 +96,7 @@ partitions = 3
 
     /// Starts `cdc-bridge source` for this pipeline.
     pub fn start_source(&self, extra_args: &[&str]) -> SourceProcess {
-        let log = self
-            .config_dir
-            .path()
-            .join(format!("source-{}.log", unique("run")));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
-            .args(["source", "--config", path_str(&self.config_path)])
-            .args(extra_args)
-            .env("CDC_BRIDGE_MYSQL_PASSWORD", &self.stack.mysql_password)
-            .env("CDC_BRIDGE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start cdc-bridge source");
-        SourceProcess {
-            child: Some(child),
-            log,
-        }
+        SourceProcess::spawn(&self.config_path, &self.stack.mysql_password, extra_args)
     }
 
     /// Every table of every tenant database as `SELECT *` returns it.
@@ -180,6 +163,27 @@ pub struct SourceProcess {
 }
 
 impl SourceProcess {
+    /// Starts `cdc-bridge source --config <config>` with the source password in
+    /// `CDC_BRIDGE_MYSQL_PASSWORD`; its log goes to a file beside the config.
+    pub fn spawn(config: &std::path::Path, password: &str, extra_args: &[&str]) -> SourceProcess {
+        let dir = config.parent().expect("config directory");
+        let log = dir.join(format!("source-{}.log", unique("run")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
+            .args(["source", "--config", path_str(config)])
+            .args(extra_args)
+            .env("CDC_BRIDGE_MYSQL_PASSWORD", password)
+            .env("CDC_BRIDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start cdc-bridge source");
+        SourceProcess {
+            child: Some(child),
+            log,
+        }
+    }
+
     /// kill -9.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -258,7 +262,19 @@ pub struct Read {
 
 /// Reads every committed event of the change topic currently there.
 pub fn read_topic(kafka: &KafkaConfig) -> Vec<Read> {
-    let topic = kafka.changes_topic();
+    read_raw(kafka, &kafka.changes_topic())
+        .into_iter()
+        .map(|(partition, offset, key, payload)| Read {
+            partition,
+            offset,
+            key,
+            event: ChangeEvent::decode(&payload).expect("every event decodes"),
+        })
+        .collect()
+}
+
+/// Every committed record of `topic` currently there: (partition, offset, key, payload).
+pub fn read_raw(kafka: &KafkaConfig, topic: &str) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
     let mut cfg = cdc_bridge::transport::base_config(kafka);
     cfg.set("group.id", unique("test-reader"))
         .set("isolation.level", "read_committed")
@@ -269,7 +285,7 @@ pub fn read_topic(kafka: &KafkaConfig) -> Vec<Read> {
         );
     let consumer: BaseConsumer = cfg.create().expect("consumer");
     let timeout = Duration::from_secs(10);
-    let md = match consumer.fetch_metadata(Some(&topic), timeout) {
+    let md = match consumer.fetch_metadata(Some(topic), timeout) {
         Ok(md) => md,
         Err(_) => return Vec::new(),
     };
@@ -281,29 +297,31 @@ pub fn read_topic(kafka: &KafkaConfig) -> Vec<Read> {
     let mut ends = Vec::new();
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(&topic, p, timeout).expect("watermarks");
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).expect("watermarks");
         ends.push((p, low, high));
-        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    if partitions.is_empty() {
+        return Vec::new();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
-            let msg = msg.expect("read change topic");
-            let event = ChangeEvent::decode(msg.payload().expect("payload")).expect("every event decodes");
-            out.push(Read {
-                partition: msg.partition(),
-                offset: msg.offset(),
-                key: msg.key().unwrap_or_default().to_vec(),
-                event,
-            });
+            let msg = msg.expect("read topic");
+            out.push((
+                msg.partition(),
+                msg.offset(),
+                msg.key().unwrap_or_default().to_vec(),
+                msg.payload().unwrap_or_default().to_vec(),
+            ));
         }
         let position = consumer.position().unwrap();
         let done = ends.iter().all(|&(p, low, high)| {
             high <= low
                 || position
-                    .find_partition(&topic, p)
+                    .find_partition(topic, p)
                     .and_then(|e| e.offset().to_raw())
                     .is_some_and(|o| o >= high)
         });
@@ -312,7 +330,7 @@ pub fn read_topic(kafka: &KafkaConfig) -> Vec<Read> {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "reading the change topic took over 120s"
+            "reading {topic} took over 120s"
         );
     }
 }
