@@ -108,6 +108,9 @@ pub fn transactional_producer(
         .set("acks", "all")
         .set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", "60000")
+        // A batch that cannot be delivered fails within this time, so the
+        // source starts over from its checkpoint instead of waiting on a dead broker.
+        .set("message.timeout.ms", "30000")
         .set("compression.type", "lz4")
         .set("linger.ms", "5");
     cfg.create()

@@ -106,6 +106,9 @@ impl PublishError {
 }
 
 const TX_TIMEOUT: Duration = Duration::from_secs(60);
+const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer than `message.timeout.ms` (30 s), so librdkafka reports first when it can.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl Publisher {
     /// Creates the topics if missing and a producer fenced to `server`: a second
@@ -144,7 +147,18 @@ impl Publisher {
         self.producer
             .begin_transaction()
             .map_err(kafka_err("begin transaction"))?;
-        let result = self.produce_all(&batch).await;
+        // librdkafka's own timeouts do not bound every wait of a transactional
+        // producer whose broker is gone; this one does, so an outage always ends
+        // in a retriable error and the source starts over from its checkpoint.
+        let result = match tokio::time::timeout(PRODUCE_TIMEOUT, self.produce_all(&batch)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::classify(
+                bootstrap,
+                "deliver batch",
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            )
+            .into()),
+        };
         match result {
             Ok(()) => {
                 let p = self.producer.clone();
@@ -156,8 +170,11 @@ impl Publisher {
             }
             Err(e) => {
                 let p = self.producer.clone();
-                let _ = tokio::task::spawn_blocking(move || p.abort_transaction(Timeout::After(TX_TIMEOUT)))
-                    .await;
+                // Best effort: the caller starts over with a new producer, which
+                // fences this one and aborts whatever it left open.
+                let _ =
+                    tokio::task::spawn_blocking(move || p.abort_transaction(Timeout::After(ABORT_TIMEOUT)))
+                        .await;
                 Err(e)
             }
         }
@@ -259,7 +276,9 @@ pub async fn ensure_topics(kafka: &KafkaConfig, partitions: i32) -> Result<(), T
     let results = admin
         .create_topics(
             &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            &AdminOptions::new()
+                .operation_timeout(Some(Duration::from_secs(30)))
+                .request_timeout(Some(Duration::from_secs(30))),
         )
         .await
         .map_err(|e| TransportError::classify(&bootstrap, "create topics", e))?;

@@ -269,3 +269,138 @@ pub fn temp_config(text: &str) -> (tempfile::TempDir, PathBuf) {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// A Kafka broker of the test's own (KRaft, single node, from the stack's jars),
+/// on free ports, that a test may stop and start again; killed on drop.
+pub struct ThrowawayKafka {
+    pub port: u16,
+    controller_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ThrowawayKafka {
+    fn libs() -> PathBuf {
+        if let Ok(dir) = std::env::var("CDC_BRIDGE_KAFKA_LIBS") {
+            return PathBuf::from(dir);
+        }
+        let pom = std::fs::read_to_string(repo_root().join("tests/stack/kafka-pom.xml")).expect("kafka pom");
+        let version = pom
+            .split("<kafka.version>")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .expect("kafka.version in the pom");
+        let cache = std::env::var("CDC_BRIDGE_CACHE_DIR").unwrap_or_else(|_| "/var/cache/cdc-bridge".into());
+        PathBuf::from(cache).join(format!("kafka-{version}/libs"))
+    }
+
+    fn java(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("java");
+        cmd.args(["-Xms128m", "-Xmx384m"])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir.path().join("log4j2.properties").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", Self::libs().display()))
+            .args(args);
+        cmd
+    }
+
+    pub async fn start() -> ThrowawayKafka {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (port, controller_port) = (free_port(), free_port());
+        let props = format!(
+            "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller_port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\ncontroller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\nlog.dirs={}\n\
+             offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\ntransaction.state.log.num.partitions=1\noffsets.topic.num.partitions=1\n\
+             group.initial.rebalance.delay.ms=0\nmessage.max.bytes=67108864\nreplica.fetch.max.bytes=67108864\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("server.properties"), props).expect("write properties");
+        std::fs::write(
+            dir.path().join("log4j2.properties"),
+            format!(
+                "appender.f.type=File\nappender.f.name=f\nappender.f.fileName={}\nappender.f.layout.type=PatternLayout\n\
+                 appender.f.layout.pattern=%d %p %m%n\nrootLogger.level=info\nrootLogger.appenderRef.f.ref=f\n",
+                dir.path().join("server.log").display()
+            ),
+        )
+        .expect("write log4j2 config");
+        let mut kafka = ThrowawayKafka {
+            port,
+            controller_port,
+            dir,
+            child: None,
+        };
+        let props = kafka.dir.path().join("server.properties");
+        let status = kafka
+            .java(&[
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                "q1Sh-9_ISia_zwGINzRvyQ",
+                "-c",
+            ])
+            .arg(&props)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("format kafka storage");
+        assert!(status.success(), "kafka storage format failed");
+        kafka.resume().await;
+        kafka
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again) and waits until it accepts connections.
+    pub async fn resume(&mut self) {
+        let props = self.dir.path().join("server.properties");
+        let child = self
+            .java(&["kafka.Kafka"])
+            .arg(&props)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kafka");
+        self.child = Some(child);
+        let log = self.dir.path().join("server.log");
+        wait_until(
+            &format!("throwaway Kafka on {}", self.port),
+            Duration::from_secs(90),
+            || {
+                let log = log.clone();
+                async move {
+                    std::fs::read_to_string(&log)
+                        .ok()
+                        .filter(|l| l.matches("Kafka Server started").count() > 0)
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        let _ = self.controller_port;
+    }
+
+    /// Stops the broker hard (SIGKILL), keeping its data.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // The next start's readiness is read from a fresh log.
+        let _ = std::fs::remove_file(self.dir.path().join("server.log"));
+    }
+}
+
+impl Drop for ThrowawayKafka {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

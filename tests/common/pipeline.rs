@@ -184,6 +184,10 @@ impl SourceProcess {
         }
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kill -9.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -446,10 +450,15 @@ fn truncate(s: &str) -> String {
 
 /// Waits until the tables rebuilt from the topic equal `SELECT *`, or panics with the difference.
 pub async fn wait_converged(p: &Pipeline, timeout: Duration) -> Vec<Read> {
+    wait_converged_on(p, &p.kafka(), timeout).await
+}
+
+/// [`wait_converged`] reading the change topic from another cluster.
+pub async fn wait_converged_on(p: &Pipeline, kafka: &KafkaConfig, timeout: Duration) -> Vec<Read> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let expected = p.select_all().await;
-        let kafka = p.kafka();
+        let kafka = kafka.clone();
         let reads = tokio::task::spawn_blocking(move || read_topic(&kafka))
             .await
             .unwrap();
