@@ -107,6 +107,17 @@ impl SourceError {
 
     fn from_stream(e: mysql_async::Error, file: &str) -> SourceError {
         match e {
+            // MariaDB 4052 / MySQL 1236 with "same server_uuid/server_id": another
+            // binlog reader announced our server id, and the server dropped one of us.
+            mysql_async::Error::Server(ref s) if s.code == 4052 || s.message.contains("same server_uuid") => {
+                SourceError::Settings {
+                    details: format!(
+                        "another binlog reader is connected with the same source.server_id; \
+                         give every reader of this server its own id ({})",
+                        s.message
+                    ),
+                }
+            }
             mysql_async::Error::Server(ref s) if s.code == 1236 => SourceError::BinlogPurged {
                 position: file.to_owned(),
                 oldest: format!("unknown ({})", s.message),

@@ -53,6 +53,7 @@ impl Pipeline {
 name = "{base}"
 url = "{url}"
 password = "${{CDC_BRIDGE_MYSQL_PASSWORD}}"
+server_id = {server_id}
 heartbeat_secs = 1
 batch_max_wait_ms = 50
 {extra_source_config}
@@ -66,6 +67,7 @@ partitions = 3
 "#,
             url = stack.mysql_url(),
             kafka = stack.kafka_bootstrap,
+            server_id = unique_server_id(),
         );
         let (config_dir, config_path) = temp_config(&text);
         Pipeline {
@@ -133,6 +135,14 @@ partitions = 3
         }
         out
     }
+}
+
+/// A replica server id no other running test uses (readers sharing one are
+/// disconnected by the server).
+pub fn unique_server_id() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    10_000 + (std::process::id() % 100_000) * 100 + NEXT.fetch_add(1, Ordering::Relaxed) % 100
 }
 
 /// Rows per (database, table), as a multiset keyed by the row's JSON.
