@@ -302,3 +302,36 @@ async fn tenants_are_keyed_and_each_keeps_binlog_order() {
     }
     source.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_mib_row_passes_through_the_binlog_and_kafka() {
+    let p = Pipeline::new("src_big", 1, "").await;
+    let db = p.databases[0].clone();
+    let mut conn = p.admin().await;
+    conn.query_drop(format!("CREATE TABLE `{db}`.docs (id INT PRIMARY KEY, pdf LONGBLOB)"))
+        .await
+        .unwrap();
+    let mut source = p.start_source(&[]);
+    source.wait_streaming(Duration::from_secs(60)).await;
+    let blob: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    conn.exec_drop(format!("INSERT INTO `{db}`.docs VALUES (1, ?)"), (blob.clone(),))
+        .await
+        .unwrap();
+    let kafka = p.kafka();
+    let event = common::wait_until("the 16 MiB row on the topic", Duration::from_secs(120), || {
+        let kafka = kafka.clone();
+        async move {
+            tokio::task::spawn_blocking(move || common::pipeline::read_topic(&kafka))
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.event.op == Operation::Insert)
+        }
+    })
+    .await;
+    match event.event.after.as_ref().and_then(|a| a.get("pdf")) {
+        Some(Value::Bytes(b)) => assert!(b == &blob, "the 16 MiB value differs ({} bytes arrived)", b.len()),
+        other => panic!("pdf arrived as {:?}", other.map(Value::kind)),
+    }
+    assert_eq!(source.terminate().and_then(|s| s.code()), Some(0), "{}", source.log_text());
+}
