@@ -308,12 +308,16 @@ async fn a_16_mib_row_passes_through_the_binlog_and_kafka() {
     let p = Pipeline::new("src_big", 1, "").await;
     let db = p.databases[0].clone();
     let mut conn = p.admin().await;
-    conn.query_drop(format!("CREATE TABLE `{db}`.docs (id INT PRIMARY KEY, pdf LONGBLOB)"))
-        .await
-        .unwrap();
+    conn.query_drop(format!(
+        "CREATE TABLE `{db}`.docs (id INT PRIMARY KEY, pdf LONGBLOB)"
+    ))
+    .await
+    .unwrap();
     let mut source = p.start_source(&[]);
     source.wait_streaming(Duration::from_secs(60)).await;
-    let blob: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let blob: Vec<u8> = (0..16 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     conn.exec_drop(format!("INSERT INTO `{db}`.docs VALUES (1, ?)"), (blob.clone(),))
         .await
         .unwrap();
@@ -333,5 +337,10 @@ async fn a_16_mib_row_passes_through_the_binlog_and_kafka() {
         Some(Value::Bytes(b)) => assert!(b == &blob, "the 16 MiB value differs ({} bytes arrived)", b.len()),
         other => panic!("pdf arrived as {:?}", other.map(Value::kind)),
     }
-    assert_eq!(source.terminate().and_then(|s| s.code()), Some(0), "{}", source.log_text());
+    assert_eq!(
+        source.terminate().and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        source.log_text()
+    );
 }
