@@ -141,6 +141,20 @@ pub struct SourceConfig {
     /// Heartbeat period asked of the server, so an idle server still advances the position.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// How streaming resumes: `position` (binlog file and offset: exact on the same
+    /// server) or `gtid` (the GTID position: also after a failover to a replica;
+    /// MariaDB only for now).
+    #[serde(default)]
+    pub resume_by: ResumeBy,
+}
+
+/// See [`SourceConfig::resume_by`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeBy {
+    #[default]
+    Position,
+    Gtid,
 }
 
 fn default_snapshot_chunk_rows() -> usize {

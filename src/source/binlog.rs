@@ -31,6 +31,7 @@ use mysql_async::{BinlogStream, BinlogStreamRequest};
 use super::convert;
 use super::schema::{self, TableSchema};
 use super::{Selection, SourceError};
+use crate::config::ResumeBy;
 use crate::event::{
     BinlogCoordinates, ChangeEvent, GtidSet, MariaDbGtid, MariaDbGtidPos, MySqlGtidSet, Operation, Phase,
     Row, SourcePosition, TransactionInfo,
@@ -107,6 +108,7 @@ impl BinlogReader {
         gtid: Option<GtidSet>,
         selection: Selection,
         heartbeat: Duration,
+        resume_by: ResumeBy,
     ) -> Result<BinlogReader, SourceError> {
         let mut conn = super::connect(&opts).await?;
         let query_conn = super::connect(&opts).await?;
@@ -117,9 +119,32 @@ impl BinlogReader {
         }
         conn.query_drop(format!("SET @master_heartbeat_period = {}", heartbeat.as_nanos()))
             .await?;
-        let request = BinlogStreamRequest::new(server_id)
-            .with_filename(from.file.as_bytes())
-            .with_pos(from.pos);
+        let by_gtid = match (&gtid, resume_by) {
+            (_, ResumeBy::Position) => false,
+            (Some(GtidSet::MariaDb(pos)), ResumeBy::Gtid) if mariadb && !pos.is_empty() => {
+                // The server finds the binlog file holding this GTID position itself;
+                // the fake ROTATE that starts the stream names it.
+                conn.exec_drop("SET @slave_connect_state = ?", (pos.to_string(),))
+                    .await?;
+                conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
+                true
+            }
+            (_, ResumeBy::Gtid) => {
+                return Err(SourceError::Unsupported {
+                    position: from.to_string(),
+                    what: "source.resume_by = \"gtid\" needs a MariaDB server and a stored MariaDB GTID \
+                           position; use resume_by = \"position\""
+                        .into(),
+                })
+            }
+        };
+        let request = if by_gtid {
+            BinlogStreamRequest::new(server_id).with_filename(b"").with_pos(4)
+        } else {
+            BinlogStreamRequest::new(server_id)
+                .with_filename(from.file.as_bytes())
+                .with_pos(from.pos)
+        };
         let stream = conn
             .get_binlog_stream(request)
             .await

@@ -260,7 +260,10 @@ async fn run_once(
             (cp, schemas)
         }
     };
-    check_not_purged(&opts, &checkpoint.coordinates).await?;
+    if source.resume_by == crate::config::ResumeBy::Position {
+        // By GTID the server itself says when the position is gone (error 1236).
+        check_not_purged(&opts, &checkpoint.coordinates).await?;
+    }
     stream(
         source,
         &opts,
@@ -557,10 +560,17 @@ async fn stream(
         gtid,
         selection,
         options.heartbeat,
+        source.resume_by,
     )
     .await?;
     reader.seed_schemas(seed);
-    tracing::info!(server = %source.name, from = %checkpoint.coordinates, "streaming the binlog");
+    tracing::info!(
+        server = %source.name,
+        from = %checkpoint.coordinates,
+        gtid = checkpoint.gtid.as_deref().unwrap_or("-"),
+        resume_by = ?source.resume_by,
+        "streaming the binlog"
+    );
 
     // The reader runs in its own task: its next() is not cancel-safe, the channel is.
     let (tx, mut rx) = mpsc::channel::<Result<StreamItem, SourceError>>(64);
