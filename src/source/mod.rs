@@ -423,6 +423,8 @@ async fn run_snapshot(
             .filter(|c| c.table == name && table.has_primary_key())
             .map(|c| c.last_key.clone());
         let mut table_rows = 0u64;
+        let estimate = estimated_rows(&mut view.conn, table).await;
+        let mut progress_view = SnapshotProgressView::new(&name, estimate);
         loop {
             let (rows, done) = snapshot::read_chunk(
                 &mut view.conn,
@@ -489,11 +491,12 @@ async fn run_snapshot(
                     .increment(1);
             }
             metrics::counter!("cdc_bridge_source_snapshot_rows_total").increment(n as u64);
+            progress_view.advance(table_rows);
             if done {
+                progress_view.finish(table_rows);
                 tracing::info!(table = %name, rows = table_rows, "snapshot of table done");
                 break;
             }
-            tracing::debug!(table = %name, rows = table_rows, "snapshot chunk committed");
         }
     }
     let _ = view.conn.query_drop("COMMIT").await;
@@ -515,6 +518,80 @@ async fn run_snapshot(
         .await?;
     tracing::info!(server = %source.name, rows = progress.rows_done, "snapshot complete; streaming from {resume}");
     Ok((done, all_schemas))
+}
+
+/// The server's row estimate for a table (`information_schema.TABLES.TABLE_ROWS`).
+async fn estimated_rows(conn: &mut mysql_async::Conn, table: &TableSchema) -> Option<u64> {
+    conn.exec_first(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        (&table.database, &table.table),
+    )
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Snapshot progress of one table: a progress bar on a terminal (rows done of the
+/// estimate, rate), a log line every 10 seconds otherwise.
+struct SnapshotProgressView {
+    bar: Option<indicatif::ProgressBar>,
+    table: String,
+    estimate: Option<u64>,
+    last_log: std::time::Instant,
+    started: std::time::Instant,
+}
+
+impl SnapshotProgressView {
+    fn new(table: &str, estimate: Option<u64>) -> Self {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(estimate.unwrap_or(0).max(1)),
+                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+            );
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:40} {bar:30} {human_pos}/~{human_len} rows {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(table.to_owned());
+            bar
+        });
+        SnapshotProgressView {
+            bar,
+            table: table.to_owned(),
+            estimate,
+            last_log: std::time::Instant::now(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, rows: u64) {
+        if let Some(bar) = &self.bar {
+            if rows > bar.length().unwrap_or(0) {
+                bar.set_length(rows);
+            }
+            bar.set_position(rows);
+        } else if self.last_log.elapsed() >= Duration::from_secs(10) {
+            self.last_log = std::time::Instant::now();
+            let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                table = %self.table,
+                rows,
+                estimated_rows = self.estimate.unwrap_or(0),
+                rows_per_sec = rate as u64,
+                "snapshot progress"
+            );
+        }
+    }
+
+    fn finish(&self, rows: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(rows.max(1));
+            bar.finish_with_message(format!("{} done", self.table));
+        }
+    }
 }
 
 fn now_micros() -> i64 {
