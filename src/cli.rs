@@ -223,6 +223,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     config.config.display()
                 )
             })?;
+            ops::metrics::install(&cfg.metrics.listen)?;
             let mut options = crate::source::RunOptions::from_config(source, &cfg);
             options.resnapshot = resnapshot;
             crate::source::run(&cfg, options, shutdown_signal()).await?;

@@ -258,6 +258,12 @@ async fn tenants_are_keyed_and_each_keeps_binlog_order() {
         .await
         .unwrap();
     }
+    // This test also scrapes the source's metrics endpoint.
+    let metrics_port = common::free_port();
+    let text = std::fs::read_to_string(&p.config_path)
+        .unwrap()
+        .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{metrics_port}\""));
+    std::fs::write(&p.config_path, text).unwrap();
     let mut source = p.start_source(&[]);
     source.wait_streaming(Duration::from_secs(60)).await;
     for i in 0..100 {
@@ -300,6 +306,14 @@ async fn tenants_are_keyed_and_each_keeps_binlog_order() {
             "positions not increasing for {db}"
         );
     }
+    let metrics = scrape(metrics_port);
+    for db in &p.databases {
+        let line =
+            format!("cdc_bridge_source_events_total{{tenant=\"{db}\",table=\"log\",op=\"insert\"}} 50");
+        assert!(metrics.contains(&line), "no `{line}` in /metrics:\n{metrics}");
+    }
+    assert!(metrics.contains("cdc_bridge_source_delay_seconds "), "{metrics}");
+    assert!(!metrics.contains("v=\""), "a value label leaked into metrics");
     source.terminate();
 }
 
@@ -386,4 +400,19 @@ async fn resuming_by_mariadb_gtid_continues_exactly() {
     assert_eq!(positions.len(), stream.len(), "an event is on the topic twice");
     assert_eq!(stream.len(), 10 + 20, "every change once");
     assert_eq!(source.terminate().and_then(|s| s.code()), Some(0), "{log}");
+}
+
+/// GET /metrics over a plain TCP connection.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("read /metrics");
+    body
 }

@@ -32,6 +32,7 @@ use crate::config::{Config, OnError, SourceConfig, TableSelection, TenantSelecti
 use crate::event::{
     BinlogCoordinates, ChangeEvent, GtidSet, Operation, Phase, SourcePosition, TransactionInfo,
 };
+use crate::ops::metrics as M;
 use crate::transport::publisher::{
     read_checkpoint, Batch, PublishError, Publisher, SnapshotProgress, SourceCheckpoint, TableProgress,
 };
@@ -219,6 +220,7 @@ pub async fn run(
         match attempt.await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retriable() => {
+                metrics::counter!(M::SOURCE_RESTARTS).increment(1);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source failed; starting over from the last committed checkpoint");
                 let jitter = Duration::from_millis(u64::from(std::process::id() % 250));
                 tokio::select! {
@@ -424,6 +426,8 @@ async fn run_snapshot(
             .map(|c| c.last_key.clone());
         let mut table_rows = 0u64;
         let estimate = estimated_rows(&mut view.conn, table).await;
+        metrics::gauge!(M::SOURCE_SNAPSHOT_ROWS_ESTIMATE, "tenant" => tenant.clone(), "table" => table.table.clone())
+            .set(estimate.unwrap_or(0) as f64);
         let mut progress_view = SnapshotProgressView::new(&name, estimate);
         loop {
             let (rows, done) = snapshot::read_chunk(
@@ -487,10 +491,11 @@ async fn run_snapshot(
                 .await?;
             pending_schemas.clear();
             for ev in &events {
-                metrics::counter!("cdc_bridge_source_events_total", "tenant" => ev.tenant.clone(), "op" => "read")
+                metrics::counter!(M::SOURCE_EVENTS, "tenant" => ev.tenant.clone(), "table" => ev.table.clone(), "op" => "read")
                     .increment(1);
             }
-            metrics::counter!("cdc_bridge_source_snapshot_rows_total").increment(n as u64);
+            metrics::counter!(M::SOURCE_SNAPSHOT_ROWS, "tenant" => tenant.clone(), "table" => table.table.clone())
+                .increment(n as u64);
             progress_view.advance(table_rows);
             if done {
                 progress_view.finish(table_rows);
@@ -693,17 +698,20 @@ async fn stream(
                     }
                     for r in &rejected {
                         tracing::error!(table = %format!("{}.{}", r.database, r.table), position = %r.position, reason = %r.reason, "event sent to the dead-letter topic");
-                        metrics::counter!("cdc_bridge_source_dead_letters_total").increment(1);
+                        metrics::counter!(M::SOURCE_DEAD_LETTERS).increment(1);
                         dead.push(dead_letter(&source.name, r));
                     }
                     for ev in &evs {
-                        bytes += ev.after.as_ref().map_or(0, row_size) + ev.before.as_ref().map_or(0, row_size);
-                        metrics::counter!("cdc_bridge_source_events_total", "tenant" => ev.tenant.clone(), "op" => ev.op.as_str())
+                        let size = ev.after.as_ref().map_or(0, row_size) + ev.before.as_ref().map_or(0, row_size);
+                        bytes += size;
+                        metrics::counter!(M::SOURCE_EVENTS, "tenant" => ev.tenant.clone(), "table" => ev.table.clone(), "op" => ev.op.as_str())
                             .increment(1);
+                        metrics::counter!(M::SOURCE_BYTES, "tenant" => ev.tenant.clone(), "table" => ev.table.clone())
+                            .increment(size as u64);
                     }
                     if commit_micros > 0 {
                         let delay = (now_micros() - commit_micros).max(0) as f64 / 1e6;
-                        metrics::gauge!("cdc_bridge_source_delay_seconds").set(delay);
+                        metrics::gauge!(M::SOURCE_DELAY).set(delay);
                     }
                     events.extend(evs);
                     schemas.extend(sch);
@@ -738,7 +746,8 @@ async fn stream(
             || (dirty && last_flush.elapsed() >= idle_flush);
         if dirty && (full || due || stop) {
             flush(publisher, &mut events, &mut schemas, &mut dead, &checkpoint).await?;
-            metrics::gauge!("cdc_bridge_source_binlog_position_bytes").set(checkpoint.coordinates.pos as f64);
+            metrics::gauge!(M::SOURCE_POSITION).set(checkpoint.coordinates.pos as f64);
+            metrics::gauge!(M::SOURCE_FILE).set(checkpoint.coordinates.file_sequence().unwrap_or(0) as f64);
             bytes = 0;
             dirty = false;
             first_pending = None;

@@ -64,6 +64,9 @@ include = [{include}]
 bootstrap_servers = "{kafka}"
 topic_prefix = "{base}"
 partitions = 3
+
+[metrics]
+listen = ""
 "#,
             url = stack.mysql_url(),
             kafka = stack.kafka_bootstrap,

@@ -1,0 +1,82 @@
+//! Metrics: every name, its labels and meaning in one place, and the Prometheus
+//! endpoint that serves them.
+//!
+//! Names follow `cdc_bridge_<stage>_<what>_<unit>`. Labels are tenant, table and
+//! operation only: never a key or a value (no patient data in metrics).
+
+use std::net::SocketAddr;
+
+use metrics::{describe_counter, describe_gauge, Unit};
+
+/// Change events published, by `tenant`, `table` and `op` (read, insert, update, delete, ddl).
+pub const SOURCE_EVENTS: &str = "cdc_bridge_source_events_total";
+/// Bytes of row data published, by `tenant` and `table`.
+pub const SOURCE_BYTES: &str = "cdc_bridge_source_bytes_total";
+/// Snapshot rows published, by `tenant` and `table`.
+pub const SOURCE_SNAPSHOT_ROWS: &str = "cdc_bridge_source_snapshot_rows_total";
+/// Estimated rows of the table being snapshotted, by `tenant` and `table`.
+pub const SOURCE_SNAPSHOT_ROWS_ESTIMATE: &str = "cdc_bridge_source_snapshot_rows_estimate";
+/// Events sent to the dead-letter topic by the source.
+pub const SOURCE_DEAD_LETTERS: &str = "cdc_bridge_source_dead_letters_total";
+/// Seconds between the commit of the last transaction read and now.
+pub const SOURCE_DELAY: &str = "cdc_bridge_source_delay_seconds";
+/// Offset in the current binlog file of the last committed checkpoint.
+pub const SOURCE_POSITION: &str = "cdc_bridge_source_binlog_position_bytes";
+/// Sequence number of the current binlog file of the last committed checkpoint.
+pub const SOURCE_FILE: &str = "cdc_bridge_source_binlog_file_sequence";
+/// Times the source started over from its checkpoint after a retriable failure.
+pub const SOURCE_RESTARTS: &str = "cdc_bridge_source_restarts_total";
+
+fn describe() {
+    describe_counter!(SOURCE_EVENTS, Unit::Count, "Change events published to Kafka");
+    describe_counter!(SOURCE_BYTES, Unit::Bytes, "Bytes of row data published to Kafka");
+    describe_counter!(SOURCE_SNAPSHOT_ROWS, Unit::Count, "Snapshot rows published");
+    describe_gauge!(
+        SOURCE_SNAPSHOT_ROWS_ESTIMATE,
+        Unit::Count,
+        "Estimated rows of the table being snapshotted"
+    );
+    describe_counter!(
+        SOURCE_DEAD_LETTERS,
+        Unit::Count,
+        "Events sent to the dead-letter topic"
+    );
+    describe_gauge!(
+        SOURCE_DELAY,
+        Unit::Seconds,
+        "Now minus the commit time of the last transaction read"
+    );
+    describe_gauge!(
+        SOURCE_POSITION,
+        Unit::Bytes,
+        "Binlog offset of the last committed checkpoint"
+    );
+    describe_gauge!(
+        SOURCE_FILE,
+        Unit::Count,
+        "Binlog file sequence of the last committed checkpoint"
+    );
+    describe_counter!(
+        SOURCE_RESTARTS,
+        Unit::Count,
+        "Restarts from the checkpoint after retriable failures"
+    );
+}
+
+/// Serves `/metrics` in the Prometheus text format on `listen`; an empty
+/// address disables the endpoint.
+pub fn install(listen: &str) -> anyhow::Result<()> {
+    if listen.is_empty() {
+        return Ok(());
+    }
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("metrics.listen {listen:?}: {e}"))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| anyhow::anyhow!("metrics endpoint on {addr}: {e}"))?;
+    describe();
+    tracing::info!(%addr, "serving metrics at /metrics");
+    Ok(())
+}
