@@ -416,3 +416,59 @@ fn scrape(port: u16) -> String {
     stream.read_to_string(&mut body).expect("read /metrics");
     body
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_and_tables_created_later_are_picked_up() {
+    let mut p = Pipeline::new("src_late", 1, "").await;
+    // Select by pattern rather than by name, and exclude one table by pattern.
+    let pattern = format!("{}\\\\_%", p.prefix);
+    let text = std::fs::read_to_string(&p.config_path).unwrap();
+    let text = text.replace(
+        &format!("include = [{:?}]", p.databases[0]),
+        &format!("include = [\"{pattern}\"]\n[source.tables]\nexclude = [\"tmp\\\\_%\"]"),
+    );
+    std::fs::write(&p.config_path, text).unwrap();
+    let mut conn = p.admin().await;
+    let mut source = p.start_source(&[]);
+    source.wait_streaming(Duration::from_secs(60)).await;
+
+    let late = format!("{}_late", p.prefix);
+    conn.query_drop(format!(
+        "CREATE DATABASE `{late}`; CREATE TABLE `{late}`.patients (id INT PRIMARY KEY, name VARCHAR(40)); \
+         INSERT INTO `{late}`.patients VALUES (1, 'Zoë'); \
+         CREATE TABLE `{late}`.tmp_scratch (id INT PRIMARY KEY); INSERT INTO `{late}`.tmp_scratch VALUES (1)"
+    ))
+    .await
+    .unwrap();
+    let first = p.databases[0].clone();
+    conn.query_drop(format!(
+        "CREATE TABLE `{first}`.later (id INT PRIMARY KEY); INSERT INTO `{first}`.later VALUES (5)"
+    ))
+    .await
+    .unwrap();
+    // Databases that do not match stay out.
+    let other = common::unique("src_late_other");
+    conn.query_drop(format!(
+        "CREATE DATABASE `{other}`; CREATE TABLE `{other}`.t (id INT PRIMARY KEY); INSERT INTO `{other}`.t VALUES (1)"
+    ))
+    .await
+    .unwrap();
+    p.databases.push(late.clone());
+    conn.query_drop(format!("DROP TABLE `{late}`.tmp_scratch"))
+        .await
+        .unwrap();
+    let reads = wait_converged(&p, Duration::from_secs(60)).await;
+    assert!(
+        reads.iter().all(|r| r.event.database != other),
+        "an unselected database reached the topic"
+    );
+    assert!(
+        reads.iter().all(|r| r.event.table != "tmp_scratch"),
+        "an excluded table reached the topic"
+    );
+    assert!(reads
+        .iter()
+        .any(|r| r.event.tenant == late && r.event.op == Operation::Insert));
+    source.terminate();
+    conn.query_drop(format!("DROP DATABASE `{other}`")).await.unwrap();
+}

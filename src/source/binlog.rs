@@ -381,6 +381,8 @@ impl BinlogReader {
             }
         }
         let table = ddl_table(statement).unwrap_or_default();
+        // Statements about excluded tables still refresh the tracker, but are not published.
+        let publish = table.is_empty() || self.selection.tables.selects(&table);
         for db in databases {
             let Some(tenant) = self.selection.tenant(&db).map(str::to_owned) else {
                 continue;
@@ -401,6 +403,9 @@ impl BinlogReader {
             }
             // Dropped tables leave the tracker.
             self.schemas.retain(|k, _| k.0 != db || seen.contains(k));
+            if !publish {
+                continue;
+            }
             let version = self
                 .schemas
                 .get(&(db.clone(), table.clone()))
