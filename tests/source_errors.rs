@@ -245,3 +245,52 @@ async fn a_schema_the_tracker_cannot_follow_goes_to_the_dead_letter_topic() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_full_row_metadata_the_tracked_schema_names_the_columns() {
+    let db = ThrowawayMariaDb::start(&[
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--binlog-row-metadata=MINIMAL",
+    ])
+    .await;
+    db.sql("CREATE DATABASE clinic; CREATE TABLE clinic.p (id INT PRIMARY KEY, name VARCHAR(20), s SET('a','b'))");
+    let prefix = unique("src_minimal");
+    let (_dir, config) = throwaway_config(&db, "clinic", &prefix);
+    let mut source = SourceProcess::spawn(&config, &db.password, &[]);
+    source.wait_streaming(Duration::from_secs(60)).await;
+    db.sql(
+        "INSERT INTO clinic.p VALUES (1, 'Zoë', 'b'); ALTER TABLE clinic.p ADD COLUMN born DATE; \
+         UPDATE clinic.p SET born = '1970-01-01' WHERE id = 1",
+    );
+    let stack = Stack::from_env();
+    let kafka = cdc_bridge::config::KafkaConfig {
+        bootstrap_servers: stack.kafka_bootstrap,
+        topic_prefix: prefix,
+        connect_timeout_secs: 10,
+        partitions: 1,
+        properties: Default::default(),
+    };
+    let update = wait_until("the update on the topic", Duration::from_secs(60), || {
+        let kafka = kafka.clone();
+        async move {
+            tokio::task::spawn_blocking(move || read_topic(&kafka))
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.event.op == cdc_bridge::event::Operation::Update)
+        }
+    })
+    .await;
+    let after = cdc_bridge::event::json::row_to_json(update.event.after.as_ref().unwrap()).to_string();
+    assert_eq!(
+        after,
+        r#"{"id":1,"name":"Zoë","s":{"set":["b"]},"born":{"date":"1970-01-01"}}"#
+    );
+    assert_eq!(
+        source.terminate().and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        source.log_text()
+    );
+}
