@@ -335,17 +335,12 @@ async fn a_16_mib_row_passes_through_the_binlog_and_kafka() {
     conn.exec_drop(format!("INSERT INTO `{db}`.docs VALUES (1, ?)"), (blob.clone(),))
         .await
         .unwrap();
-    let kafka = p.kafka();
-    let event = common::wait_until("the 16 MiB row on the topic", Duration::from_secs(120), || {
-        let kafka = kafka.clone();
-        async move {
-            tokio::task::spawn_blocking(move || common::pipeline::read_topic(&kafka))
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|r| r.event.op == Operation::Insert)
-        }
-    })
+    let event = common::pipeline::wait_for_event(
+        &p.kafka(),
+        "the 16 MiB row on the topic",
+        Duration::from_secs(120),
+        |r| r.event.op == Operation::Insert,
+    )
     .await;
     match event.event.after.as_ref().and_then(|a| a.get("pdf")) {
         Some(Value::Bytes(b)) => assert!(b == &blob, "the 16 MiB value differs ({} bytes arrived)", b.len()),

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::pipeline::{read_raw, read_topic, Pipeline, SourceProcess};
+use common::pipeline::{kafka_config, read_raw, read_topic, wait_for_event, Pipeline, SourceProcess};
 use common::{temp_config, unique, wait_until, Stack, ThrowawayMariaDb};
 use mysql_async::prelude::Queryable;
 
@@ -36,6 +36,33 @@ partitions = 1
         port = db.port,
         kafka = stack.kafka_bootstrap,
     ))
+}
+
+/// A throwaway row-based MariaDB with `binlog_row_metadata = <row_metadata>`, a
+/// tenant database made by `setup`, and a source streaming it.
+async fn streaming_on_throwaway(
+    row_metadata: &str,
+    database: &str,
+    setup: &str,
+) -> (
+    ThrowawayMariaDb,
+    String,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    SourceProcess,
+) {
+    let db = ThrowawayMariaDb::start(&[
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        &format!("--binlog-row-metadata={row_metadata}"),
+    ])
+    .await;
+    db.sql(&format!("CREATE DATABASE {database}; {setup}"));
+    let prefix = unique(&format!("src_{database}"));
+    let (dir, config) = throwaway_config(&db, database, &prefix);
+    let source = SourceProcess::spawn(&config, &db.password, &[]);
+    source.wait_streaming(Duration::from_secs(60)).await;
+    (db, prefix, dir, config, source)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,17 +112,12 @@ async fn a_missing_privilege_is_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_binlogs_stop_the_source_and_name_both_positions() {
-    let db = ThrowawayMariaDb::start(&[
-        "--binlog-format=ROW",
-        "--binlog-row-image=FULL",
-        "--binlog-row-metadata=FULL",
-    ])
+    let (db, prefix, _dir, config, mut source) = streaming_on_throwaway(
+        "FULL",
+        "shop",
+        "CREATE TABLE shop.t (id INT PRIMARY KEY, v INT); INSERT INTO shop.t VALUES (1, 1)",
+    )
     .await;
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v INT); INSERT INTO shop.t VALUES (1, 1)");
-    let prefix = unique("src_purged");
-    let (_dir, config) = throwaway_config(&db, "shop", &prefix);
-    let mut source = SourceProcess::spawn(&config, &db.password, &[]);
-    source.wait_streaming(Duration::from_secs(60)).await;
     assert_eq!(
         source.terminate().and_then(|s| s.code()),
         Some(0),
@@ -127,14 +149,7 @@ async fn purged_binlogs_stop_the_source_and_name_both_positions() {
     // The way out works: a new snapshot has both rows.
     let mut source = SourceProcess::spawn(&config, &db.password, &["--resnapshot"]);
     source.wait_streaming(Duration::from_secs(60)).await;
-    let stack = Stack::from_env();
-    let kafka = cdc_bridge::config::KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap,
-        topic_prefix: prefix,
-        connect_timeout_secs: 10,
-        partitions: 1,
-        properties: Default::default(),
-    };
+    let kafka = kafka_config(&Stack::from_env().kafka_bootstrap, &prefix);
     let ids: Vec<String> = read_topic(&kafka)
         .into_iter()
         .filter(|r| r.event.op == cdc_bridge::event::Operation::SnapshotRead)
@@ -248,38 +263,19 @@ async fn a_schema_the_tracker_cannot_follow_goes_to_the_dead_letter_topic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_full_row_metadata_the_tracked_schema_names_the_columns() {
-    let db = ThrowawayMariaDb::start(&[
-        "--binlog-format=ROW",
-        "--binlog-row-image=FULL",
-        "--binlog-row-metadata=MINIMAL",
-    ])
+    let (db, prefix, _dir, _config, mut source) = streaming_on_throwaway(
+        "MINIMAL",
+        "clinic",
+        "CREATE TABLE clinic.p (id INT PRIMARY KEY, name VARCHAR(20), s SET('a','b'))",
+    )
     .await;
-    db.sql("CREATE DATABASE clinic; CREATE TABLE clinic.p (id INT PRIMARY KEY, name VARCHAR(20), s SET('a','b'))");
-    let prefix = unique("src_minimal");
-    let (_dir, config) = throwaway_config(&db, "clinic", &prefix);
-    let mut source = SourceProcess::spawn(&config, &db.password, &[]);
-    source.wait_streaming(Duration::from_secs(60)).await;
     db.sql(
         "INSERT INTO clinic.p VALUES (1, 'Zoë', 'b'); ALTER TABLE clinic.p ADD COLUMN born DATE; \
          UPDATE clinic.p SET born = '1970-01-01' WHERE id = 1",
     );
-    let stack = Stack::from_env();
-    let kafka = cdc_bridge::config::KafkaConfig {
-        bootstrap_servers: stack.kafka_bootstrap,
-        topic_prefix: prefix,
-        connect_timeout_secs: 10,
-        partitions: 1,
-        properties: Default::default(),
-    };
-    let update = wait_until("the update on the topic", Duration::from_secs(60), || {
-        let kafka = kafka.clone();
-        async move {
-            tokio::task::spawn_blocking(move || read_topic(&kafka))
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|r| r.event.op == cdc_bridge::event::Operation::Update)
-        }
+    let kafka = kafka_config(&Stack::from_env().kafka_bootstrap, &prefix);
+    let update = wait_for_event(&kafka, "the update on the topic", Duration::from_secs(60), |r| {
+        r.event.op == cdc_bridge::event::Operation::Update
     })
     .await;
     let after = cdc_bridge::event::json::row_to_json(update.event.after.as_ref().unwrap()).to_string();

@@ -83,6 +83,24 @@ struct OpenTx {
     standalone: bool,
 }
 
+impl OpenTx {
+    /// Records a row event of this transaction that cannot be decoded.
+    fn reject(&mut self, database: String, table: String, at: BinlogCoordinates, reason: String) {
+        let index = (self.events.len() + self.rejected.len()) as u64;
+        self.rejected.push(RejectedEvent {
+            database,
+            table,
+            position: SourcePosition {
+                coordinates: at,
+                gtid: None,
+                phase: Phase::Stream,
+                index,
+            },
+            reason,
+        });
+    }
+}
+
 pub struct BinlogReader {
     stream: BinlogStream,
     /// For schema queries (the binlog connection is busy streaming).
@@ -513,19 +531,8 @@ impl BinlogReader {
                         s.columns.len()
                     ),
                 };
-                let tx = self.open_tx(&at);
-                let index = (tx.events.len() + tx.rejected.len()) as u64;
-                tx.rejected.push(RejectedEvent {
-                    database: db,
-                    table,
-                    position: SourcePosition {
-                        coordinates: at,
-                        gtid: None,
-                        phase: Phase::Stream,
-                        index,
-                    },
-                    reason: format!("schema cannot be followed: {reason}"),
-                });
+                self.open_tx(&at)
+                    .reject(db, table, at, format!("schema cannot be followed: {reason}"));
                 return Ok(());
             }
         };
@@ -551,18 +558,7 @@ impl BinlogReader {
         }
         let tx = self.open_tx(&at);
         if let Some(reason) = failure {
-            let index = (tx.events.len() + tx.rejected.len()) as u64;
-            tx.rejected.push(RejectedEvent {
-                database: db,
-                table,
-                position: SourcePosition {
-                    coordinates: at,
-                    gtid: None,
-                    phase: Phase::Stream,
-                    index,
-                },
-                reason,
-            });
+            tx.reject(db, table, at, reason);
             return Ok(());
         }
         for (before, after) in decoded {

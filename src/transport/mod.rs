@@ -39,37 +39,44 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// Errors a person must fix (authorization, configuration, limits) or that
+    /// mean another instance took over (fencing) are fatal; everything else —
+    /// unreachable brokers, timeouts, leader changes, the queue purged by an
+    /// aborted transaction — is retriable: starting over from the last committed
+    /// position loses and doubles nothing.
     pub fn classify(bootstrap: &str, operation: &'static str, source: rdkafka::error::KafkaError) -> Self {
         use rdkafka::types::RDKafkaErrorCode as C;
-        let retriable = match source.rdkafka_error_code() {
+        let fatal = matches!(
+            source.rdkafka_error_code(),
             Some(
-                C::BrokerTransportFailure
-                | C::AllBrokersDown
-                | C::MessageTimedOut
-                | C::OperationTimedOut
-                | C::RequestTimedOut
-                | C::NetworkException
-                | C::NotCoordinator
-                | C::CoordinatorNotAvailable
-                | C::CoordinatorLoadInProgress
-                | C::LeaderNotAvailable
-                | C::NotLeaderForPartition
-                | C::NotEnoughReplicas
-                | C::NotEnoughReplicasAfterAppend
-                | C::ConcurrentTransactions,
-            ) => true,
-            Some(_) => false,
-            None => matches!(source, rdkafka::error::KafkaError::MetadataFetch(_)),
-        };
+                C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::TopicAuthorizationFailed
+                    | C::GroupAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::TransactionalIdAuthorizationFailed
+                    | C::SaslAuthenticationFailed
+                    | C::Authentication
+                    | C::InvalidConfig
+                    | C::InvalidArgument
+                    | C::InvalidReplicationFactor
+                    | C::PolicyViolation
+                    | C::UnsupportedVersion
+                    | C::InvalidTransactionTimeout
+                    | C::ProducerFenced
+                    | C::InvalidProducerEpoch
+                    | C::Fenced
+            )
+        ) || matches!(source, rdkafka::error::KafkaError::ClientCreation(_));
         let bootstrap = bootstrap.to_owned();
-        if retriable {
-            TransportError::Retriable {
+        if fatal {
+            TransportError::Fatal {
                 bootstrap,
                 operation,
                 source,
             }
         } else {
-            TransportError::Fatal {
+            TransportError::Retriable {
                 bootstrap,
                 operation,
                 source,
@@ -167,3 +174,4 @@ pub async fn cluster_info(kafka: &KafkaConfig, timeout: Duration) -> Result<Clus
     .expect("metadata task panicked")
 }
 pub mod publisher;
+pub mod reader;

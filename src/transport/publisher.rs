@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::TopicPartitionList;
 use serde::{Deserialize, Serialize};
 
+use super::reader::{StartAt, TopicReader};
 use super::{base_config, transactional_producer, TransportError, MAX_MESSAGE_BYTES};
 use crate::config::KafkaConfig;
 use crate::event::{BinlogCoordinates, ChangeEvent, EnvelopeError, Row};
@@ -321,58 +320,19 @@ fn kafka_topic_name(server: &str) -> String {
     format!("offsets topic (key {})", checkpoint_key(server))
 }
 
-/// The last committed value under `key` in partition 0 of `topic`, reading up to
-/// the end as it is now.
+/// The last committed value under `key` in `topic`, reading up to the end as it is now.
 fn read_last_value(
     kafka: &KafkaConfig,
     topic: &str,
     key: &[u8],
 ) -> Result<Option<(i64, Vec<u8>)>, PublishError> {
-    let bootstrap = &kafka.bootstrap_servers;
-    let classify = |op: &'static str| move |e: KafkaError| TransportError::classify(bootstrap, op, e);
-    let mut cfg = base_config(kafka);
-    cfg.set("group.id", "cdc-bridge-checkpoint-reader")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg.create().map_err(classify("create consumer"))?;
-    let timeout = Duration::from_secs(kafka.connect_timeout_secs.max(10));
-    let (low, high) = consumer
-        .fetch_watermarks(topic, 0, timeout)
-        .map_err(classify("fetch offsets watermarks"))?;
-    if high <= low {
-        return Ok(None);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(low))
-        .map_err(classify("assign offsets topic"))?;
-    consumer.assign(&tpl).map_err(classify("assign offsets topic"))?;
+    let reader = TopicReader::open(kafka, topic, StartAt::Beginning)?;
     let mut last: Option<(i64, Vec<u8>)> = None;
-    let deadline = std::time::Instant::now() + timeout * 3;
-    loop {
-        if let Some(result) = consumer.poll(Duration::from_millis(200)) {
-            let msg = result.map_err(classify("read offsets topic"))?;
-            if msg.key() == Some(key) {
-                last = msg.payload().map(|p| (msg.offset(), p.to_vec()));
-            }
+    let deadline = Duration::from_secs(kafka.connect_timeout_secs.max(10) * 3);
+    reader.read_to_end(deadline, |msg| {
+        if msg.key() == Some(key) {
+            last = msg.payload().map(|p| (msg.offset(), p.to_vec()));
         }
-        // The position passes transaction markers too, so this ends even when
-        // the last offsets are control records.
-        let position = consumer
-            .position()
-            .map_err(classify("read offsets position"))?
-            .find_partition(topic, 0)
-            .and_then(|p| p.offset().to_raw());
-        if position.is_some_and(|p| p >= high) {
-            return Ok(last);
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(TransportError::classify(
-                bootstrap,
-                "read offsets topic to its end",
-                KafkaError::Global(RDKafkaErrorCode::OperationTimedOut),
-            )
-            .into());
-        }
-    }
+    })?;
+    Ok(last)
 }

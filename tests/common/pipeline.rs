@@ -10,10 +10,9 @@ use std::time::Duration;
 use cdc_bridge::config::KafkaConfig;
 use cdc_bridge::event::{ChangeEvent, Operation, Row, SourcePosition, Value};
 use cdc_bridge::source::{convert, schema};
+use cdc_bridge::transport::reader::{StartAt, TopicReader};
 use mysql_async::prelude::Queryable;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::{path_str, temp_config, unique, Stack};
 
@@ -84,13 +83,7 @@ listen = ""
     }
 
     pub fn kafka(&self) -> KafkaConfig {
-        KafkaConfig {
-            bootstrap_servers: self.stack.kafka_bootstrap.clone(),
-            topic_prefix: self.prefix.clone(),
-            connect_timeout_secs: 10,
-            partitions: 3,
-            properties: Default::default(),
-        }
+        kafka_config(&self.stack.kafka_bootstrap, &self.prefix)
     }
 
     pub async fn admin(&self) -> mysql_async::Conn {
@@ -138,6 +131,37 @@ listen = ""
         }
         out
     }
+}
+
+/// Client settings for the topics under `prefix` on `bootstrap`.
+pub fn kafka_config(bootstrap: &str, prefix: &str) -> KafkaConfig {
+    KafkaConfig {
+        bootstrap_servers: bootstrap.to_owned(),
+        topic_prefix: prefix.to_owned(),
+        connect_timeout_secs: 10,
+        partitions: 3,
+        properties: Default::default(),
+    }
+}
+
+/// Waits until the change topic holds an event `pick` selects, and returns it.
+pub async fn wait_for_event(
+    kafka: &KafkaConfig,
+    what: &str,
+    timeout: Duration,
+    pick: fn(&Read) -> bool,
+) -> Read {
+    super::wait_until(what, timeout, || {
+        let kafka = kafka.clone();
+        async move {
+            tokio::task::spawn_blocking(move || read_topic(&kafka))
+                .await
+                .unwrap()
+                .into_iter()
+                .find(pick)
+        }
+    })
+    .await
 }
 
 /// A replica server id no other running test uses (readers sharing one are
@@ -292,64 +316,22 @@ pub fn read_topic(kafka: &KafkaConfig) -> Vec<Read> {
 
 /// Every committed record of `topic` currently there: (partition, offset, key, payload).
 pub fn read_raw(kafka: &KafkaConfig, topic: &str) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-    let mut cfg = cdc_bridge::transport::base_config(kafka);
-    cfg.set("group.id", unique("test-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set(
-            "fetch.message.max.bytes",
-            cdc_bridge::transport::MAX_MESSAGE_BYTES.to_string(),
-        );
-    let consumer: BaseConsumer = cfg.create().expect("consumer");
-    let timeout = Duration::from_secs(10);
-    let md = match consumer.fetch_metadata(Some(topic), timeout) {
-        Ok(md) => md,
+    let reader = match TopicReader::open(kafka, topic, StartAt::Beginning) {
+        Ok(r) => r,
         Err(_) => return Vec::new(),
     };
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut ends = Vec::new();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).expect("watermarks");
-        ends.push((p, low, high));
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    if partitions.is_empty() {
-        return Vec::new();
-    }
-    consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
-            let msg = msg.expect("read topic");
+    reader
+        .read_to_end(Duration::from_secs(120), |msg| {
             out.push((
                 msg.partition(),
                 msg.offset(),
                 msg.key().unwrap_or_default().to_vec(),
                 msg.payload().unwrap_or_default().to_vec(),
-            ));
-        }
-        let position = consumer.position().unwrap();
-        let done = ends.iter().all(|&(p, low, high)| {
-            high <= low
-                || position
-                    .find_partition(topic, p)
-                    .and_then(|e| e.offset().to_raw())
-                    .is_some_and(|o| o >= high)
-        });
-        if done {
-            return out;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reading {topic} took over 120s"
-        );
-    }
+            ))
+        })
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+    out
 }
 
 /// Rebuilds the tables from events, as a sink with a position guard would:
