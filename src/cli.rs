@@ -48,7 +48,13 @@ pub enum Command {
     },
     /// Apply change events from Kafka to the v2 targets (a consumer-group member;
     /// run more of them to scale out). Writes and offsets commit together.
-    Sink(ConfigArg),
+    Sink {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The target to write to, when the configuration names several.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Per tenant and stage: source position and delay, Kafka lag, sink delay.
     Status {
         #[command(flatten)]
@@ -229,7 +235,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             crate::source::run(&cfg, options, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sink(c) => not_yet(&c, "sink"),
+        Command::Sink { config, target } => {
+            let cfg = load(&config)?;
+            ops::metrics::install(&cfg.metrics.listen)?;
+            crate::sink::run(&cfg, target.as_deref(), shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { config, .. } => not_yet(&config, "status"),
         Command::Verify { config, .. } => not_yet(&config, "verify"),
         Command::Cutover { config, .. } => not_yet(&config, "cutover"),

@@ -332,11 +332,94 @@ impl KafkaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
+    /// Kafka consumer group; every sink process of one target uses the same one.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// The v2 databases; a sink process writes to one (`--target NAME` when there are several).
     pub targets: Vec<TargetConfig>,
+    /// An event that cannot be decoded or applied: `dead_letter` (record it on
+    /// `<prefix>.dlq` and go on) or `stop` (halt with its position named).
     #[serde(default)]
     pub on_error: OnError,
+    /// `mirror`: each v1 table lands in a same-named table of a per-tenant schema.
+    #[serde(default)]
+    pub mode: SinkMode,
+    /// Schema name of a tenant's mirrored tables: this prefix + the v1 database name.
+    #[serde(default)]
+    pub mirror_schema_prefix: String,
+    /// A batch (one target transaction) closes at this many events...
+    #[serde(default = "default_sink_batch_max_events")]
+    pub batch_max_events: usize,
+    /// ...or this many bytes of messages...
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// ...or this long after its first event, at the next v1 transaction boundary.
+    #[serde(default = "default_sink_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// A v1 transaction larger than this many events is applied in several
+    /// consecutive target transactions, in order; smaller ones are never split.
+    #[serde(default = "default_max_transaction_events")]
+    pub max_transaction_events: usize,
+    /// First retry delay after a retriable failure (doubles, with jitter)...
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// ...up to this delay between attempts.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Attempts before a retriable failure stops the sink; 0 retries forever.
+    #[serde(default)]
+    pub retry_max_attempts: u32,
+}
+
+/// How change events become v2 rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    /// v1 tables copied as they are into one target schema per tenant.
+    #[default]
+    Mirror,
+}
+
+fn default_sink_batch_max_events() -> usize {
+    10_000
+}
+
+fn default_sink_batch_max_wait_ms() -> u64 {
+    200
+}
+
+fn default_max_transaction_events() -> usize {
+    100_000
+}
+
+fn default_retry_initial_ms() -> u64 {
+    200
+}
+
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+
+impl SinkConfig {
+    /// The target named `name`, or the only one when `name` is `None`.
+    pub fn target(&self, name: Option<&str>) -> Result<&TargetConfig, String> {
+        match name {
+            Some(name) => self.targets.iter().find(|t| t.name == name).ok_or_else(|| {
+                let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+                format!(
+                    "sink.targets: no target named {name:?} (there are: {})",
+                    names.join(", ")
+                )
+            }),
+            None => match self.targets.as_slice() {
+                [only] => Ok(only),
+                _ => Err(format!(
+                    "sink.targets: {} targets are configured; choose one with --target NAME",
+                    self.targets.len()
+                )),
+            },
+        }
+    }
 }
 
 fn default_group_id() -> String {
@@ -500,6 +583,34 @@ impl Config {
         if let Some(sink) = &mut self.sink {
             if sink.targets.is_empty() {
                 issues.push("sink.targets: name at least one target".to_owned());
+            }
+            for (key, value) in [
+                ("batch_max_events", sink.batch_max_events as u64),
+                ("batch_max_bytes", sink.batch_max_bytes as u64),
+                ("batch_max_wait_ms", sink.batch_max_wait_ms),
+                ("max_transaction_events", sink.max_transaction_events as u64),
+                ("retry_initial_ms", sink.retry_initial_ms),
+                ("retry_max_ms", sink.retry_max_ms),
+            ] {
+                if value == 0 {
+                    issues.push(format!("sink.{key}: must be at least 1"));
+                }
+            }
+            if !sink
+                .mirror_schema_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                issues.push(format!(
+                    "sink.mirror_schema_prefix: {:?} may hold only letters, digits and '_'",
+                    sink.mirror_schema_prefix
+                ));
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for target in &sink.targets {
+                if !names.insert(target.name.as_str()) {
+                    issues.push(format!("sink.targets: the name {:?} is used twice", target.name));
+                }
             }
             for (i, target) in sink.targets.iter_mut().enumerate() {
                 let schemes: &[&str] = match target.kind {

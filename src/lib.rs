@@ -9,5 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod ops;
+pub mod sink;
 pub mod source;
 pub mod transport;

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use metrics::{describe_counter, describe_gauge, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Change events published, by `tenant`, `table` and `op` (read, insert, update, delete, ddl).
 pub const SOURCE_EVENTS: &str = "cdc_bridge_source_events_total";
@@ -27,7 +27,56 @@ pub const SOURCE_FILE: &str = "cdc_bridge_source_binlog_file_sequence";
 /// Times the source started over from its checkpoint after a retriable failure.
 pub const SOURCE_RESTARTS: &str = "cdc_bridge_source_restarts_total";
 
+/// Change events applied by the sink, by `tenant`, `table` and `op`.
+pub const SINK_ROWS: &str = "cdc_bridge_sink_rows_total";
+/// Row writes the position guard skipped as not newer than the target's, by `table` (target schema.table).
+pub const SINK_ROWS_SKIPPED: &str = "cdc_bridge_sink_rows_skipped_total";
+/// Events per committed batch (histogram).
+pub const SINK_BATCH_EVENTS: &str = "cdc_bridge_sink_batch_events";
+/// Seconds to apply and commit a batch (histogram).
+pub const SINK_BATCH_SECONDS: &str = "cdc_bridge_sink_batch_duration_seconds";
+/// Now minus the v1 commit time of the last applied event, by `tenant`.
+pub const SINK_DELAY: &str = "cdc_bridge_sink_delay_seconds";
+/// Events sent to the dead-letter topic by the sink, by `stage` (decode, transform).
+pub const SINK_DEAD_LETTERS: &str = "cdc_bridge_sink_dead_letters_total";
+/// Batches retried after a retriable failure.
+pub const SINK_RETRIES: &str = "cdc_bridge_sink_retries_total";
+/// Batches dropped because another sink had moved a partition's stored offset.
+pub const SINK_FENCED: &str = "cdc_bridge_sink_fenced_batches_total";
+
 fn describe() {
+    describe_counter!(SINK_ROWS, Unit::Count, "Change events applied by the sink");
+    describe_counter!(
+        SINK_ROWS_SKIPPED,
+        Unit::Count,
+        "Row writes skipped by the position guard (not newer than the target's)"
+    );
+    describe_histogram!(SINK_BATCH_EVENTS, Unit::Count, "Events per committed batch");
+    describe_histogram!(
+        SINK_BATCH_SECONDS,
+        Unit::Seconds,
+        "Time to apply and commit a batch"
+    );
+    describe_gauge!(
+        SINK_DELAY,
+        Unit::Seconds,
+        "Now minus the v1 commit time of the last applied event"
+    );
+    describe_counter!(
+        SINK_DEAD_LETTERS,
+        Unit::Count,
+        "Events sent to the dead-letter topic by the sink"
+    );
+    describe_counter!(
+        SINK_RETRIES,
+        Unit::Count,
+        "Batches retried after retriable failures"
+    );
+    describe_counter!(
+        SINK_FENCED,
+        Unit::Count,
+        "Batches dropped because another sink had moved the partition"
+    );
     describe_counter!(SOURCE_EVENTS, Unit::Count, "Change events published to Kafka");
     describe_counter!(SOURCE_BYTES, Unit::Bytes, "Bytes of row data published to Kafka");
     describe_counter!(SOURCE_SNAPSHOT_ROWS, Unit::Count, "Snapshot rows published");

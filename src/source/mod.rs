@@ -333,12 +333,14 @@ async fn check_not_purged(opts: &mysql_async::Opts, at: &BinlogCoordinates) -> R
     })
 }
 
+/// Schema-topic records: one per table version (the topic is compacted by this
+/// key, so every version a change event can name stays readable for replays).
 fn schema_records(schemas: &[TableSchema]) -> Vec<(String, Vec<u8>)> {
     schemas
         .iter()
         .map(|t| {
             (
-                format!("{}.{}", t.database, t.table),
+                format!("{}.{}#{}", t.database, t.table, t.version),
                 serde_json::to_vec(t).expect("schema serializes"),
             )
         })

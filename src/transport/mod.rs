@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 
 use crate::config::KafkaConfig;
@@ -130,6 +130,15 @@ pub fn read_committed_consumer(
     kafka: &KafkaConfig,
     group_id: &str,
 ) -> Result<StreamConsumer, TransportError> {
+    read_committed_consumer_with(kafka, group_id, DefaultConsumerContext)
+}
+
+/// [`read_committed_consumer`] with a context that sees rebalances.
+pub fn read_committed_consumer_with<C: ConsumerContext + 'static>(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    context: C,
+) -> Result<StreamConsumer<C>, TransportError> {
     let mut cfg = base_config(kafka);
     cfg.set("group.id", group_id)
         .set("isolation.level", "read_committed")
@@ -138,8 +147,18 @@ pub fn read_committed_consumer(
         .set("auto.offset.reset", "earliest")
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set("max.partition.fetch.bytes", MAX_MESSAGE_BYTES.to_string());
-    cfg.create()
+    cfg.create_with_context(context)
         .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "create consumer", e))
+}
+
+/// An idempotent (not transactional) producer, for the dead-letter topic.
+pub fn idempotent_producer(kafka: &KafkaConfig) -> Result<FutureProducer, TransportError> {
+    let mut cfg = base_config(kafka);
+    cfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000");
+    cfg.create()
+        .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "create producer", e))
 }
 
 /// What a metadata request says about the cluster.

@@ -1,0 +1,868 @@
+//! The sink: a consumer-group member that applies change events to a v2 database.
+//!
+//! Flow per batch: read committed messages of the assigned partitions, decode,
+//! transform (mirror mode: [`mirror`]; the seam where a mapping plugs in is
+//! [`Sink::transform`]), then apply in **one target transaction** together with
+//! the offsets the batch reaches (invariant 3): the transaction first claims the
+//! partitions' offsets (compare-and-set on `cdc_bridge.sink_offsets`, which also
+//! fences a second sink that still thinks it owns a partition), then applies
+//! each table's writes after the position guard ([`apply::guard`], invariant 6),
+//! records per-tenant progress and commits. Offsets live in the target; on start
+//! and on every assignment the sink seeks to them, and Kafka's committed offsets
+//! are only written afterwards, for monitoring.
+//!
+//! A batch closes at a v1 transaction boundary of every partition in it (it
+//! never splits a v1 transaction, invariant 4, unless that transaction exceeds
+//! `max_transaction_events`), and a DDL event starts a batch of its own
+//! partition so a table is altered between the rows before and after it.
+
+pub mod apply;
+pub mod mirror;
+pub mod postgres;
+pub mod schemas;
+pub mod sqlserver;
+pub mod target;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::{Config, KafkaConfig, OnError, SinkConfig, TargetConfig, TargetKind};
+use crate::event::{ChangeEvent, Operation};
+use crate::ops::metrics as m;
+use crate::transport::TransportError;
+
+pub use apply::position_key;
+use schemas::SchemaRegistry;
+use target::{OffsetClaim, RowWrite, TableDef, Target, TargetError, TenantProgress};
+
+/// Why the sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("target {target}: {error}")]
+    Target { target: String, error: TargetError },
+    /// An event could not be decoded or applied and `on_error = "stop"`.
+    #[error(
+        "stopped before {topic} partition {partition} offset {offset} ({what}): {reason}; \
+         fix the cause and restart: the sink resumes at this event"
+    )]
+    Stopped {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        what: String,
+        reason: String,
+    },
+}
+
+/// A message read and decoded, waiting for its batch.
+struct Pending {
+    offset: i64,
+    size: usize,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    event: Result<ChangeEvent, String>,
+}
+
+impl Pending {
+    fn is_ddl(&self) -> bool {
+        matches!(&self.event, Ok(ev) if ev.op == Operation::Ddl)
+    }
+
+    /// Whether a batch may end after this message.
+    fn ends_transaction(&self) -> bool {
+        match &self.event {
+            Ok(ev) => ev.transaction.last || ev.op == Operation::Ddl,
+            Err(_) => true,
+        }
+    }
+}
+
+/// One assigned partition.
+struct Part {
+    /// The next offset the target stores for it (`None`: never written), once sought.
+    stored: Option<Option<i64>>,
+    /// The next offset expected from the consumer.
+    fetched: i64,
+    queue: VecDeque<Pending>,
+}
+
+impl Part {
+    fn unsought() -> Part {
+        Part {
+            stored: None,
+            fetched: 0,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Records assignments and revocations for the loop to act on.
+struct SinkContext {
+    topic: String,
+    events: Arc<Mutex<Vec<RebalanceEvent>>>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
+            tpl.elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect()
+        };
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(partitions(tpl)),
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(partitions(tpl)),
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "consumer group rebalance error");
+                return;
+            }
+        };
+        self.events.lock().expect("rebalance events lock").push(event);
+    }
+}
+
+/// A record for the dead-letter topic.
+struct DeadLetter {
+    partition: i32,
+    offset: i64,
+    stage: &'static str,
+    table: Option<String>,
+    reason: String,
+}
+
+/// The running sink: one consumer, one target connection.
+pub struct Sink<T: Target> {
+    cfg: SinkConfig,
+    kafka: KafkaConfig,
+    target_cfg: TargetConfig,
+    topic: String,
+    target: T,
+    consumer: StreamConsumer<SinkContext>,
+    rebalances: Arc<Mutex<Vec<RebalanceEvent>>>,
+    producer: FutureProducer,
+    schemas: SchemaRegistry,
+    /// Table definitions derived per (database, table, schema version).
+    defs: HashMap<(String, String, u32), TableDef>,
+    /// Definitions created/altered in the target in this connection.
+    ensured: HashSet<TableDef>,
+    parts: BTreeMap<i32, Part>,
+}
+
+/// Connects to the configured target and runs the sink until `shutdown`.
+pub async fn run(
+    config: &Config,
+    target_name: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), SinkError> {
+    let sink = config
+        .sink
+        .as_ref()
+        .ok_or_else(|| SinkError::Config("the configuration has no [sink] section".into()))?;
+    let target_cfg = sink.target(target_name).map_err(SinkError::Config)?.clone();
+    match target_cfg.kind {
+        TargetKind::Postgres => {
+            let target: postgres::PostgresTarget = connect_with_retry(sink, &target_cfg).await?;
+            Sink::new(config, sink, target_cfg, target)
+                .await?
+                .run(shutdown)
+                .await
+        }
+        TargetKind::SqlServer => {
+            let target: sqlserver::SqlServerTarget = connect_with_retry(sink, &target_cfg).await?;
+            Sink::new(config, sink, target_cfg, target)
+                .await?
+                .run(shutdown)
+                .await
+        }
+    }
+}
+
+/// Connects, retrying retriable failures (an unreachable server) with backoff.
+async fn connect_with_retry<T: Target>(sink: &SinkConfig, cfg: &TargetConfig) -> Result<T, SinkError> {
+    let mut attempt = 0u32;
+    loop {
+        match T::connect(cfg).await {
+            Ok(t) => return Ok(t),
+            Err(e) if e.retriable && (sink.retry_max_attempts == 0 || attempt < sink.retry_max_attempts) => {
+                attempt += 1;
+                let delay = backoff(sink, attempt);
+                tracing::warn!(
+                    target = %cfg.name,
+                    error = %e,
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "target unreachable; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                return Err(SinkError::Target {
+                    target: cfg.name.clone(),
+                    error: e,
+                })
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter between half and the whole delay.
+fn backoff(cfg: &SinkConfig, attempt: u32) -> Duration {
+    let base = cfg
+        .retry_initial_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
+        .min(cfg.retry_max_ms);
+    Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// What applying a batch came to.
+enum Outcome {
+    Committed,
+    /// Another sink moved one of the partitions: nothing was written.
+    Fenced,
+}
+
+impl<T: Target> Sink<T> {
+    async fn new(
+        config: &Config,
+        sink: &SinkConfig,
+        target_cfg: TargetConfig,
+        mut target: T,
+    ) -> Result<Self, SinkError> {
+        let kafka = config.kafka.clone();
+        let topic = kafka.changes_topic();
+        let target_err = |error| SinkError::Target {
+            target: target_cfg.name.clone(),
+            error,
+        };
+        target.prepare().await.map_err(target_err)?;
+        let rebalances = Arc::new(Mutex::new(Vec::new()));
+        let context = SinkContext {
+            topic: topic.clone(),
+            events: rebalances.clone(),
+        };
+        let consumer: StreamConsumer<SinkContext> =
+            crate::transport::read_committed_consumer_with(&kafka, &sink.group_id, context)?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "subscribe", e))?;
+        let producer = crate::transport::idempotent_producer(&kafka)?;
+        let schemas = SchemaRegistry::load(&kafka).await?;
+        tracing::info!(
+            target = %target_cfg.name,
+            kind = target.kind(),
+            group = %sink.group_id,
+            topic = %topic,
+            schemas = schemas.len(),
+            "sink started"
+        );
+        Ok(Sink {
+            cfg: sink.clone(),
+            kafka,
+            target_cfg,
+            topic,
+            target,
+            consumer,
+            rebalances,
+            producer,
+            schemas,
+            defs: HashMap::new(),
+            ensured: HashSet::new(),
+            parts: BTreeMap::new(),
+        })
+    }
+
+    fn target_error(&self, error: TargetError) -> SinkError {
+        SinkError::Target {
+            target: self.target_cfg.name.clone(),
+            error,
+        }
+    }
+
+    async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), SinkError> {
+        tokio::pin!(shutdown);
+        let max_wait = Duration::from_millis(self.cfg.batch_max_wait_ms);
+        let mut first_queued: Option<Instant> = None;
+        loop {
+            self.handle_rebalances();
+            self.seek_unsought().await?;
+            let (events, bytes) = self.queued();
+            let due = first_queued.is_some_and(|t| t.elapsed() >= max_wait)
+                || events >= self.cfg.batch_max_events
+                || bytes >= self.cfg.batch_max_bytes;
+            if due {
+                let batch = self.take_batch();
+                if !batch.is_empty() {
+                    self.apply_with_retry(batch, &mut shutdown).await?;
+                }
+                first_queued = (self.queued().0 > 0).then(Instant::now);
+                continue;
+            }
+            let wait = match first_queued {
+                Some(t) => max_wait.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(500),
+            };
+            let received = tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("sink stopping; an unfinished batch is read again on the next start");
+                    return Ok(());
+                }
+                r = tokio::time::timeout(wait, self.consumer.recv()) => r,
+            };
+            match received {
+                Err(_) => {}
+                Ok(Err(e)) => {
+                    let err = TransportError::classify(&self.kafka.bootstrap_servers, "read", e);
+                    if err.is_retriable() {
+                        tracing::warn!(error = %err, "reading the change topic; retrying");
+                    } else {
+                        return Err(err.into());
+                    }
+                }
+                Ok(Ok(msg)) => {
+                    let partition = msg.partition();
+                    let offset = msg.offset();
+                    let Some(part) = self.parts.get_mut(&partition) else {
+                        continue;
+                    };
+                    if part.stored.is_none() || offset < part.fetched {
+                        continue;
+                    }
+                    let payload = msg.payload().unwrap_or_default().to_vec();
+                    let event = ChangeEvent::decode(&payload).map_err(|e| e.to_string());
+                    part.fetched = offset + 1;
+                    part.queue.push_back(Pending {
+                        offset,
+                        size: payload.len(),
+                        key: msg.key().map(<[u8]>::to_vec),
+                        payload,
+                        event,
+                    });
+                    first_queued.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+
+    fn queued(&self) -> (usize, usize) {
+        self.parts.values().fold((0, 0), |(n, b), p| {
+            (
+                n + p.queue.len(),
+                b + p.queue.iter().map(|q| q.size).sum::<usize>(),
+            )
+        })
+    }
+
+    fn handle_rebalances(&mut self) {
+        let events = std::mem::take(&mut *self.rebalances.lock().expect("rebalance events lock"));
+        for event in events {
+            match event {
+                RebalanceEvent::Assigned(ps) => {
+                    tracing::info!(partitions = ?ps, "partitions assigned");
+                    for p in ps {
+                        self.parts.insert(p, Part::unsought());
+                    }
+                }
+                RebalanceEvent::Revoked(ps) => {
+                    tracing::info!(partitions = ?ps, "partitions revoked");
+                    for p in ps {
+                        self.parts.remove(&p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seeks every newly assigned partition to the offset stored in the target.
+    async fn seek_unsought(&mut self) -> Result<(), SinkError> {
+        if self.parts.values().all(|p| p.stored.is_some()) {
+            return Ok(());
+        }
+        let stored = match self.target.read_offsets(&self.cfg.group_id, &self.topic).await {
+            Ok(s) => s,
+            Err(e) if e.retriable => {
+                tracing::warn!(error = %e, "reading stored offsets; retrying");
+                tokio::time::sleep(backoff(&self.cfg, 1)).await;
+                self.reconnect().await?;
+                return Ok(());
+            }
+            Err(e) => return Err(self.target_error(e)),
+        };
+        for (&p, part) in self.parts.iter_mut().filter(|(_, part)| part.stored.is_none()) {
+            let at = stored.get(&p).copied();
+            let offset = at.map_or(Offset::Beginning, Offset::Offset);
+            // A partition whose fetch has not started yet refuses the seek;
+            // it is tried again on the next turn of the loop.
+            match self.consumer.seek(&self.topic, p, offset, Duration::from_secs(1)) {
+                Ok(()) => {
+                    tracing::info!(partition = p, offset = ?at, "resuming at the offset stored in the target");
+                    part.stored = Some(at);
+                    part.fetched = at.unwrap_or(0);
+                    part.queue.clear();
+                }
+                Err(e) => tracing::debug!(partition = p, error = %e, "seek not possible yet"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes, from every partition, the queued messages up to the last v1
+    /// transaction boundary (DDL events start a batch of their partition).
+    fn take_batch(&mut self) -> Vec<(i32, Vec<Pending>)> {
+        let max_tx = self.cfg.max_transaction_events;
+        let mut budget = self.cfg.batch_max_events;
+        let mut out = Vec::new();
+        for (&p, part) in self.parts.iter_mut() {
+            if part.stored.is_none() || budget == 0 {
+                continue;
+            }
+            let mut end = 0;
+            let mut open = 0;
+            let mut rows = false;
+            for (i, pending) in part.queue.iter().enumerate() {
+                let ddl = pending.is_ddl();
+                if ddl && rows {
+                    break;
+                }
+                rows |= !ddl;
+                open += 1;
+                if pending.ends_transaction() || open >= max_tx {
+                    end = i + 1;
+                    open = 0;
+                    if end >= budget {
+                        break;
+                    }
+                }
+            }
+            if end > 0 {
+                budget = budget.saturating_sub(end);
+                out.push((p, part.queue.drain(..end).collect()));
+            }
+        }
+        out
+    }
+
+    async fn reconnect(&mut self) -> Result<(), SinkError> {
+        self.target.rollback().await;
+        self.ensured.clear();
+        match T::connect(&self.target_cfg).await {
+            Ok(t) => {
+                self.target = t;
+                self.target.prepare().await.map_err(|e| self.target_error(e))
+            }
+            Err(e) if e.retriable => Ok(()),
+            Err(e) => Err(self.target_error(e)),
+        }
+    }
+
+    async fn apply_with_retry(
+        &mut self,
+        batch: Vec<(i32, Vec<Pending>)>,
+        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<(), SinkError> {
+        let mut attempt = 0u32;
+        loop {
+            let started = Instant::now();
+            let result = self.apply(&batch).await;
+            match result {
+                Ok(Outcome::Committed) => {
+                    let events: usize = batch.iter().map(|(_, v)| v.len()).sum();
+                    metrics::histogram!(m::SINK_BATCH_EVENTS).record(events as f64);
+                    metrics::histogram!(m::SINK_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+                    self.after_commit(&batch);
+                    return Ok(());
+                }
+                Ok(Outcome::Fenced) => {
+                    metrics::counter!(m::SINK_FENCED).increment(1);
+                    tracing::warn!(
+                        partitions = ?batch.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+                        "another sink moved these partitions' offsets; re-reading them from the target"
+                    );
+                    for (p, _) in &batch {
+                        if let Some(part) = self.parts.get_mut(p) {
+                            *part = Part::unsought();
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(SinkError::Target { error, .. })
+                    if error.retriable
+                        && (self.cfg.retry_max_attempts == 0 || attempt < self.cfg.retry_max_attempts) =>
+                {
+                    self.target.rollback().await;
+                    attempt += 1;
+                    metrics::counter!(m::SINK_RETRIES).increment(1);
+                    let delay = backoff(&self.cfg, attempt);
+                    tracing::warn!(error = %error, attempt, delay_ms = delay.as_millis() as u64, "batch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    self.reconnect().await?;
+                }
+                Err(SinkError::Transport(error))
+                    if error.is_retriable()
+                        && (self.cfg.retry_max_attempts == 0 || attempt < self.cfg.retry_max_attempts) =>
+                {
+                    self.target.rollback().await;
+                    attempt += 1;
+                    metrics::counter!(m::SINK_RETRIES).increment(1);
+                    tracing::warn!(error = %error, attempt, "dead-letter topic unavailable; retrying the batch");
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return Ok(()),
+                        _ = tokio::time::sleep(backoff(&self.cfg, attempt)) => {}
+                    }
+                }
+                Err(e) => {
+                    self.target.rollback().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Records the new offsets and tells Kafka (for monitoring only).
+    fn after_commit(&mut self, batch: &[(i32, Vec<Pending>)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, pendings) in batch {
+            let Some(last) = pendings.last() else { continue };
+            if let Some(part) = self.parts.get_mut(p) {
+                part.stored = Some(Some(last.offset + 1));
+            }
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(last.offset + 1));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "committing offsets to Kafka (informational) failed");
+        }
+    }
+
+    /// The transform seam: the writes one decoded event makes. Mirror mode
+    /// copies the row into its per-tenant table.
+    async fn transform(
+        &mut self,
+        ev: &ChangeEvent,
+    ) -> Result<Vec<(TableDef, Vec<RowWrite>)>, TransformFailure> {
+        let key = (ev.database.clone(), ev.table.clone(), ev.schema_version);
+        if !self.defs.contains_key(&key) {
+            if self
+                .schemas
+                .get(&ev.database, &ev.table, ev.schema_version)
+                .is_none()
+            {
+                self.schemas
+                    .refresh(&self.kafka)
+                    .await
+                    .map_err(TransformFailure::Transport)?;
+            }
+            let schema = self
+                .schemas
+                .get(&ev.database, &ev.table, ev.schema_version)
+                .ok_or_else(|| {
+                    TransformFailure::Rejected(format!(
+                        "schema version {} of {}.{} is not on the schema topic",
+                        ev.schema_version, ev.database, ev.table
+                    ))
+                })?;
+            let def = mirror::table_def(&self.cfg.mirror_schema_prefix, schema)
+                .map_err(|e| TransformFailure::Rejected(e.to_string()))?;
+            self.defs.insert(key.clone(), def);
+        }
+        let def = self.defs[&key].clone();
+        if !self.ensured.contains(&def) {
+            self.target
+                .ensure_table(&def)
+                .await
+                .map_err(TransformFailure::Target)?;
+            self.ensured.insert(def.clone());
+        }
+        let writes = apply::mirror_writes(&def, ev).map_err(|e| TransformFailure::Rejected(e.to_string()))?;
+        Ok(vec![(def, writes)])
+    }
+
+    /// DDL: renames columns it renames, creates or extends the table to its new schema.
+    async fn apply_ddl(&mut self, ev: &ChangeEvent) -> Result<(), TransformFailure> {
+        let schema_name = mirror::schema_name(&self.cfg.mirror_schema_prefix, &ev.database);
+        for (from, to) in mirror::renamed_columns(ev.ddl.as_deref().unwrap_or_default()) {
+            let renamed = self
+                .target
+                .rename_column(&schema_name, &ev.table, &from, &to)
+                .await
+                .map_err(TransformFailure::Target)?;
+            if renamed {
+                tracing::info!(table = %format!("{schema_name}.{}", ev.table), %from, %to, "renamed column");
+                self.ensured
+                    .retain(|d| !(d.schema == schema_name && d.name == ev.table));
+            }
+        }
+        if self
+            .schemas
+            .get(&ev.database, &ev.table, ev.schema_version)
+            .is_none()
+        {
+            self.schemas
+                .refresh(&self.kafka)
+                .await
+                .map_err(TransformFailure::Transport)?;
+        }
+        if let Some(schema) = self.schemas.get(&ev.database, &ev.table, ev.schema_version) {
+            let def = mirror::table_def(&self.cfg.mirror_schema_prefix, schema)
+                .map_err(|e| TransformFailure::Rejected(e.to_string()))?;
+            if !self.ensured.contains(&def) {
+                self.target
+                    .ensure_table(&def)
+                    .await
+                    .map_err(TransformFailure::Target)?;
+                self.ensured.insert(def);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: &[(i32, Vec<Pending>)]) -> Result<Outcome, SinkError> {
+        // 1. Outside the transaction: DDL, table creation, transform.
+        let mut tables: BTreeMap<String, (TableDef, Vec<RowWrite>)> = BTreeMap::new();
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut counts: HashMap<(String, String, &'static str), u64> = HashMap::new();
+        let mut progress: BTreeMap<String, TenantProgress> = BTreeMap::new();
+        for (p, pendings) in batch {
+            for pending in pendings {
+                let ev = match &pending.event {
+                    Ok(ev) => ev,
+                    Err(reason) => {
+                        dead.push(DeadLetter {
+                            partition: *p,
+                            offset: pending.offset,
+                            stage: "decode",
+                            table: None,
+                            reason: reason.clone(),
+                        });
+                        continue;
+                    }
+                };
+                let result = if ev.op == Operation::Ddl {
+                    self.apply_ddl(ev).await.map(|()| Vec::new())
+                } else {
+                    self.transform(ev).await
+                };
+                match result {
+                    Ok(effects) => {
+                        for (def, writes) in effects {
+                            tables
+                                .entry(def.id())
+                                .or_insert_with(|| (def.clone(), Vec::new()))
+                                .1
+                                .extend(writes);
+                        }
+                        *counts
+                            .entry((ev.tenant.clone(), ev.table.clone(), ev.op.as_str()))
+                            .or_default() += 1;
+                    }
+                    Err(TransformFailure::Rejected(reason)) => dead.push(DeadLetter {
+                        partition: *p,
+                        offset: pending.offset,
+                        stage: "transform",
+                        table: Some(format!("{}.{}", ev.database, ev.table)),
+                        reason,
+                    }),
+                    Err(TransformFailure::Target(e)) => return Err(self.target_error(e)),
+                    Err(TransformFailure::Transport(e)) => return Err(e.into()),
+                }
+                progress.insert(
+                    ev.tenant.clone(),
+                    TenantProgress {
+                        tenant: ev.tenant.clone(),
+                        source_position: ev.position.to_string(),
+                        position_key: position_key(&ev.position),
+                        commit_time_micros: ev.commit_time_micros,
+                    },
+                );
+            }
+        }
+        // 2. Dead letters are delivered before the offsets past them commit.
+        if !dead.is_empty() {
+            if self.cfg.on_error == OnError::Stop {
+                let d = &dead[0];
+                return Err(SinkError::Stopped {
+                    topic: self.topic.clone(),
+                    partition: d.partition,
+                    offset: d.offset,
+                    what: format!(
+                        "{} stage{}",
+                        d.stage,
+                        d.table
+                            .as_ref()
+                            .map(|t| format!(", table {t}"))
+                            .unwrap_or_default()
+                    ),
+                    reason: d.reason.clone(),
+                });
+            }
+            self.dead_letter(batch, &dead).await?;
+        }
+        // 3. One transaction: claim the offsets, apply, record progress.
+        let claims: Vec<OffsetClaim> = batch
+            .iter()
+            .filter_map(|(p, pendings)| {
+                let last = pendings.last()?;
+                let stored = self.parts.get(p).and_then(|part| part.stored).flatten();
+                Some(OffsetClaim {
+                    partition: *p,
+                    expected: stored,
+                    next: last.offset + 1,
+                    source_position: match &last.event {
+                        Ok(ev) => ev.position.to_string(),
+                        Err(_) => format!("offset {}", last.offset),
+                    },
+                })
+            })
+            .collect();
+        let t = &mut self.target;
+        let name = self.target_cfg.name.clone();
+        let err = |error| SinkError::Target {
+            target: name.clone(),
+            error,
+        };
+        t.begin().await.map_err(err)?;
+        if !t
+            .claim_offsets(&self.cfg.group_id, &self.topic, &claims)
+            .await
+            .map_err(err)?
+        {
+            t.rollback().await;
+            return Ok(Outcome::Fenced);
+        }
+        let mut skipped = 0usize;
+        for (id, (def, writes)) in tables {
+            let keys: Vec<&str> = writes.iter().map(|w| w.row_key.as_str()).collect();
+            let stored = t.stored_positions(&def, &keys).await.map_err(err)?;
+            let guarded = apply::guard(writes, &stored);
+            skipped += guarded.skipped;
+            if guarded.skipped > 0 {
+                metrics::counter!(m::SINK_ROWS_SKIPPED, "table" => id).increment(guarded.skipped as u64);
+            }
+            t.write(&def, &guarded.writes).await.map_err(err)?;
+        }
+        let progress: Vec<TenantProgress> = progress.into_values().collect();
+        t.record_progress(&progress).await.map_err(err)?;
+        t.commit().await.map_err(err)?;
+        let now = now_micros();
+        for p in &progress {
+            metrics::gauge!(m::SINK_DELAY, "tenant" => p.tenant.clone())
+                .set((now - p.commit_time_micros).max(0) as f64 / 1e6);
+        }
+        for ((tenant, table, op), n) in counts {
+            metrics::counter!(m::SINK_ROWS, "tenant" => tenant, "table" => table, "op" => op).increment(n);
+        }
+        tracing::debug!(
+            events = batch.iter().map(|(_, v)| v.len()).sum::<usize>(),
+            skipped,
+            dead = dead.len(),
+            "batch committed"
+        );
+        Ok(Outcome::Committed)
+    }
+
+    /// Writes the records and waits for every delivery.
+    async fn dead_letter(&self, batch: &[(i32, Vec<Pending>)], dead: &[DeadLetter]) -> Result<(), SinkError> {
+        let topic = self.kafka.dead_letter_topic();
+        let time = now_micros().to_string();
+        let mut deliveries = Vec::with_capacity(dead.len());
+        for d in dead {
+            let Some(pending) = batch
+                .iter()
+                .find(|(p, _)| *p == d.partition)
+                .and_then(|(_, v)| v.iter().find(|q| q.offset == d.offset))
+            else {
+                continue;
+            };
+            let partition = d.partition.to_string();
+            let offset = d.offset.to_string();
+            let mut headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "cdc_bridge.stage",
+                    value: Some(d.stage),
+                })
+                .insert(Header {
+                    key: "cdc_bridge.error",
+                    value: Some(&d.reason),
+                })
+                .insert(Header {
+                    key: "cdc_bridge.time_micros",
+                    value: Some(&time),
+                })
+                .insert(Header {
+                    key: "cdc_bridge.topic",
+                    value: Some(&self.topic),
+                })
+                .insert(Header {
+                    key: "cdc_bridge.partition",
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: "cdc_bridge.offset",
+                    value: Some(&offset),
+                });
+            if let Some(table) = &d.table {
+                headers = headers.insert(Header {
+                    key: "cdc_bridge.table",
+                    value: Some(table),
+                });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
+                .payload(&pending.payload)
+                .headers(headers);
+            if let Some(key) = &pending.key {
+                record = record.key(key);
+            }
+            tracing::warn!(
+                partition = d.partition,
+                offset = d.offset,
+                stage = d.stage,
+                table = d.table.as_deref().unwrap_or("-"),
+                reason = %d.reason,
+                "event sent to the dead-letter topic"
+            );
+            deliveries.push(self.producer.send(record, Duration::from_secs(30)));
+        }
+        for (delivery, d) in futures::future::join_all(deliveries).await.into_iter().zip(dead) {
+            delivery.map_err(|(e, _)| {
+                TransportError::classify(&self.kafka.bootstrap_servers, "dead-letter", e)
+            })?;
+            metrics::counter!(m::SINK_DEAD_LETTERS, "stage" => d.stage).increment(1);
+        }
+        Ok(())
+    }
+}
+
+/// Why an event produced no writes.
+enum TransformFailure {
+    /// The event is bad: dead-letter it (or stop, per config).
+    Rejected(String),
+    /// The target failed: the batch is retried or the sink stops.
+    Target(TargetError),
+    Transport(TransportError),
+}
