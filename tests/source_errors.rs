@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::pipeline::{kafka_config, read_raw, read_topic, wait_for_event, Pipeline, SourceProcess};
+use common::pipeline::{kafka_config, read_raw, read_topic, wait_for_event, BridgeProcess, Pipeline};
 use common::{temp_config, unique, wait_until, Stack, ThrowawayMariaDb};
 use mysql_async::prelude::Queryable;
 
@@ -49,7 +49,7 @@ async fn streaming_on_throwaway(
     String,
     tempfile::TempDir,
     std::path::PathBuf,
-    SourceProcess,
+    BridgeProcess,
 ) {
     let db = ThrowawayMariaDb::start(&[
         "--binlog-format=ROW",
@@ -60,7 +60,7 @@ async fn streaming_on_throwaway(
     db.sql(&format!("CREATE DATABASE {database}; {setup}"));
     let prefix = unique(&format!("src_{database}"));
     let (dir, config) = throwaway_config(&db, database, &prefix);
-    let source = SourceProcess::spawn(&config, &db.password, &[]);
+    let source = BridgeProcess::spawn(&config, &db.password, &[]);
     source.wait_streaming(Duration::from_secs(60)).await;
     (db, prefix, dir, config, source)
 }
@@ -69,7 +69,7 @@ async fn streaming_on_throwaway(
 async fn statement_based_binlog_stops_the_source_with_expected_and_actual() {
     let db = ThrowawayMariaDb::start(&["--binlog-format=STATEMENT"]).await;
     let (_dir, config) = throwaway_config(&db, "nothing_here", &unique("src_fmt"));
-    let mut source = SourceProcess::spawn(&config, &db.password, &[]);
+    let mut source = BridgeProcess::spawn(&config, &db.password, &[]);
     let status = source
         .wait_exit(Duration::from_secs(60))
         .expect("the source exits by itself");
@@ -97,7 +97,7 @@ async fn a_missing_privilege_is_named() {
         &format!("mysql://{user}@"),
     );
     let (_dir, config) = temp_config(&text);
-    let mut source = SourceProcess::spawn(&config, &format!("pw-{user}"), &[]);
+    let mut source = BridgeProcess::spawn(&config, &format!("pw-{user}"), &[]);
     let status = source
         .wait_exit(Duration::from_secs(60))
         .expect("the source exits by itself");
@@ -130,7 +130,7 @@ async fn purged_binlogs_stop_the_source_and_name_both_positions() {
         "FLUSH BINARY LOGS; INSERT INTO shop.t VALUES (2, 2); FLUSH BINARY LOGS; FLUSH BINARY LOGS; \
          SET @last = (SELECT 1); PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY",
     );
-    let mut source = SourceProcess::spawn(&config, &db.password, &[]);
+    let mut source = BridgeProcess::spawn(&config, &db.password, &[]);
     let status = source
         .wait_exit(Duration::from_secs(60))
         .expect("the source exits by itself");
@@ -147,7 +147,7 @@ async fn purged_binlogs_stop_the_source_and_name_both_positions() {
     assert!(log.contains("--resnapshot"), "offers the way out:\n{log}");
 
     // The way out works: a new snapshot has both rows.
-    let mut source = SourceProcess::spawn(&config, &db.password, &["--resnapshot"]);
+    let mut source = BridgeProcess::spawn(&config, &db.password, &["--resnapshot"]);
     source.wait_streaming(Duration::from_secs(60)).await;
     let kafka = kafka_config(&Stack::from_env().kafka_bootstrap, &prefix);
     let ids: Vec<String> = read_topic(&kafka)

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cdc_bridge::event::Phase;
-use common::pipeline::{wait_converged_on, Pipeline, SourceProcess};
+use common::pipeline::{wait_converged_on, BridgeProcess, Pipeline};
 use common::{temp_config, ThrowawayKafka};
 use mysql_async::prelude::Queryable;
 
@@ -32,7 +32,7 @@ async fn a_kafka_outage_loses_and_doubles_nothing() {
     ))
     .await
     .unwrap();
-    let mut source = SourceProcess::spawn(&config, &p.stack.mysql_password, &[]);
+    let mut source = BridgeProcess::spawn(&config, &p.stack.mysql_password, &[]);
     source.wait_streaming(Duration::from_secs(90)).await;
 
     for i in 0..50 {

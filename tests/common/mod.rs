@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod pipeline;
+pub mod sink;
+pub mod types;
 
 use std::future::Future;
 use std::net::TcpListener;

@@ -93,17 +93,29 @@ listen = ""
     }
 
     /// Starts `cdc-bridge source` for this pipeline.
-    pub fn start_source(&self, extra_args: &[&str]) -> SourceProcess {
-        SourceProcess::spawn(&self.config_path, &self.stack.mysql_password, extra_args)
+    pub fn start_source(&self, extra_args: &[&str]) -> BridgeProcess {
+        BridgeProcess::spawn(&self.config_path, &self.stack.mysql_password, extra_args)
     }
 
     /// Every table of every tenant database as `SELECT *` returns it.
     pub async fn select_all(&self) -> Tables {
+        let mut out = Tables::new();
+        for (t, rows) in self.select_rows().await {
+            let table = out.entry((t.database.clone(), t.table.clone())).or_default();
+            for r in rows {
+                table.insert_row(r);
+            }
+        }
+        out
+    }
+
+    /// Every table of every tenant database: its schema now and its rows as values.
+    pub async fn select_rows(&self) -> Vec<(schema::TableSchema, Vec<Row>)> {
         let mut conn = self.admin().await;
         conn.query_drop("SET SESSION time_zone = '+00:00', SESSION character_set_results = NULL")
             .await
             .unwrap();
-        let mut out = Tables::new();
+        let mut out = Vec::new();
         for db in &self.databases {
             for t in schema::load_tables(&mut conn, db).await.unwrap() {
                 let cols = t
@@ -116,17 +128,18 @@ listen = ""
                     .exec(format!("SELECT {cols} FROM `{db}`.`{}`", t.table), ())
                     .await
                     .unwrap();
-                let table = out.entry((db.clone(), t.table.clone())).or_default();
-                for row in rows {
-                    let values = row.unwrap();
-                    let r = Row(t
-                        .columns
-                        .iter()
-                        .zip(values)
-                        .map(|(c, v)| (c.name.clone(), convert::from_snapshot(c, v).unwrap()))
-                        .collect());
-                    table.insert_row(r);
-                }
+                let rows = rows
+                    .into_iter()
+                    .map(|row| {
+                        Row(t
+                            .columns
+                            .iter()
+                            .zip(row.unwrap())
+                            .map(|(c, v)| (c.name.clone(), convert::from_snapshot(c, v).unwrap()))
+                            .collect())
+                    })
+                    .collect();
+                out.push((t, rows));
             }
         }
         out
@@ -193,29 +206,48 @@ pub fn row_text(row: &Row) -> String {
     cdc_bridge::event::json::row_to_json(row).to_string()
 }
 
-/// A running `cdc-bridge source`; killed (SIGKILL) on drop.
-pub struct SourceProcess {
+/// A running `cdc-bridge source` or `sink`; killed (SIGKILL) on drop.
+pub struct BridgeProcess {
     child: Option<Child>,
     pub log: std::path::PathBuf,
 }
 
-impl SourceProcess {
+impl BridgeProcess {
     /// Starts `cdc-bridge source --config <config>` with the source password in
     /// `CDC_BRIDGE_MYSQL_PASSWORD`; its log goes to a file beside the config.
-    pub fn spawn(config: &std::path::Path, password: &str, extra_args: &[&str]) -> SourceProcess {
+    pub fn spawn(config: &std::path::Path, password: &str, extra_args: &[&str]) -> BridgeProcess {
+        Self::spawn_command(
+            "source",
+            config,
+            &[
+                ("CDC_BRIDGE_MYSQL_PASSWORD", password.to_owned()),
+                ("CDC_BRIDGE_PG_PASSWORD", Stack::from_env().pg_password),
+            ],
+            extra_args,
+        )
+    }
+
+    /// Starts `cdc-bridge <command> --config <config>` with `env`; its log goes
+    /// to a file beside the config.
+    pub fn spawn_command(
+        command: &str,
+        config: &std::path::Path,
+        env: &[(&str, String)],
+        extra_args: &[&str],
+    ) -> BridgeProcess {
         let dir = config.parent().expect("config directory");
-        let log = dir.join(format!("source-{}.log", unique("run")));
+        let log = dir.join(format!("{command}-{}.log", unique("run")));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
-            .args(["source", "--config", path_str(config)])
+            .args([command, "--config", path_str(config)])
             .args(extra_args)
-            .env("CDC_BRIDGE_MYSQL_PASSWORD", password)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CDC_BRIDGE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .expect("start cdc-bridge source");
-        SourceProcess {
+            .unwrap_or_else(|e| panic!("start cdc-bridge {command}: {e}"));
+        BridgeProcess {
             child: Some(child),
             log,
         }
@@ -286,7 +318,7 @@ impl SourceProcess {
     }
 }
 
-impl Drop for SourceProcess {
+impl Drop for BridgeProcess {
     fn drop(&mut self) {
         self.kill9();
     }
