@@ -192,7 +192,13 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    // PostgreSQL's notices ("already exists, skipping") are not worth a line each.
+    let filter = if filter.contains("tokio_postgres") {
+        filter.to_owned()
+    } else {
+        format!("{filter},tokio_postgres=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -260,6 +260,9 @@ impl<T: Target> Sink<T> {
             error,
         };
         target.prepare().await.map_err(target_err)?;
+        // A sink started before its source finds the topics there, not absent
+        // until the next metadata refresh.
+        crate::transport::publisher::ensure_topics(&kafka, kafka.partitions).await?;
         let rebalances = Arc::new(Mutex::new(Vec::new()));
         let context = SinkContext {
             topic: topic.clone(),
@@ -318,12 +321,15 @@ impl<T: Target> Sink<T> {
                 let batch = self.take_batch();
                 if !batch.is_empty() {
                     self.apply_with_retry(batch, &mut shutdown).await?;
+                    first_queued = (self.queued().0 > 0).then(Instant::now);
+                    continue;
                 }
-                first_queued = (self.queued().0 > 0).then(Instant::now);
-                continue;
+                // Only unfinished v1 transactions are queued: read on.
             }
             let wait = match first_queued {
-                Some(t) => max_wait.saturating_sub(t.elapsed()),
+                Some(t) => max_wait
+                    .saturating_sub(t.elapsed())
+                    .max(Duration::from_millis(20)),
                 None => Duration::from_millis(500),
             };
             let received = tokio::select! {
@@ -451,6 +457,11 @@ impl<T: Target> Sink<T> {
                 rows |= !ddl;
                 open += 1;
                 if pending.ends_transaction() || open >= max_tx {
+                    // A transaction larger than the batch limit still goes
+                    // whole, alone: only `max_transaction_events` splits one.
+                    if end > 0 && i + 1 > budget {
+                        break;
+                    }
                     end = i + 1;
                     open = 0;
                     if end >= budget {

@@ -145,6 +145,8 @@ pub fn read_committed_consumer_with<C: ConsumerContext + 'static>(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // Partitions added to the change topic are picked up within seconds.
+        .set("topic.metadata.refresh.interval.ms", "10000")
         .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .set("max.partition.fetch.bytes", MAX_MESSAGE_BYTES.to_string());
     cfg.create_with_context(context)

@@ -242,7 +242,11 @@ impl BridgeProcess {
             .args([command, "--config", path_str(config)])
             .args(extra_args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("CDC_BRIDGE_LOG", "info")
+            // CDC_BRIDGE_TEST_LOG raises the children's log level when debugging a test.
+            .env(
+                "CDC_BRIDGE_LOG",
+                std::env::var("CDC_BRIDGE_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
