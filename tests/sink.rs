@@ -365,7 +365,7 @@ async fn a_poison_event_is_dead_lettered_and_the_rest_applies() {
     let stop_config = p.config_dir.path().join("stop.toml");
     let text = std::fs::read_to_string(&p.config_path)
         .unwrap()
-        .replace("[sink]\n", &format!("[sink]\non_error = \"stop\"\n"));
+        .replace("[sink]\n", "[sink]\non_error = \"stop\"\n");
     std::fs::write(
         &stop_config,
         text.replace(&sink.group, &format!("{}-stop", sink.group)),

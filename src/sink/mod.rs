@@ -436,45 +436,12 @@ impl<T: Target> Sink<T> {
         Ok(())
     }
 
-    /// Takes, from every partition, the queued messages up to the last v1
-    /// transaction boundary (DDL events start a batch of their partition).
     fn take_batch(&mut self) -> Vec<(i32, Vec<Pending>)> {
-        let max_tx = self.cfg.max_transaction_events;
-        let mut budget = self.cfg.batch_max_events;
-        let mut out = Vec::new();
-        for (&p, part) in self.parts.iter_mut() {
-            if part.stored.is_none() || budget == 0 {
-                continue;
-            }
-            let mut end = 0;
-            let mut open = 0;
-            let mut rows = false;
-            for (i, pending) in part.queue.iter().enumerate() {
-                let ddl = pending.is_ddl();
-                if ddl && rows {
-                    break;
-                }
-                rows |= !ddl;
-                open += 1;
-                if pending.ends_transaction() || open >= max_tx {
-                    // A transaction larger than the batch limit still goes
-                    // whole, alone: only `max_transaction_events` splits one.
-                    if end > 0 && i + 1 > budget {
-                        break;
-                    }
-                    end = i + 1;
-                    open = 0;
-                    if end >= budget {
-                        break;
-                    }
-                }
-            }
-            if end > 0 {
-                budget = budget.saturating_sub(end);
-                out.push((p, part.queue.drain(..end).collect()));
-            }
-        }
-        out
+        take_batch(
+            &mut self.parts,
+            self.cfg.batch_max_events,
+            self.cfg.max_transaction_events,
+        )
     }
 
     async fn reconnect(&mut self) -> Result<(), SinkError> {
@@ -869,6 +836,49 @@ impl<T: Target> Sink<T> {
     }
 }
 
+/// Takes, from every sought partition, the queued messages up to a v1
+/// transaction boundary: whole transactions only (one larger than
+/// `max_transaction_events` is cut at that size), at most `max_events` in all
+/// unless a single transaction is larger, and no row after a DDL event (a DDL
+/// starts a batch of its partition, so its table is altered in between).
+fn take_batch(parts: &mut BTreeMap<i32, Part>, max_events: usize, max_tx: usize) -> Vec<(i32, Vec<Pending>)> {
+    let mut budget = max_events;
+    let mut out = Vec::new();
+    for (&p, part) in parts.iter_mut() {
+        if part.stored.is_none() || budget == 0 {
+            continue;
+        }
+        let mut end = 0;
+        let mut open = 0;
+        let mut rows = false;
+        for (i, pending) in part.queue.iter().enumerate() {
+            let ddl = pending.is_ddl();
+            if ddl && rows {
+                break;
+            }
+            rows |= !ddl;
+            open += 1;
+            if pending.ends_transaction() || open >= max_tx {
+                // A transaction larger than the batch limit still goes whole,
+                // alone: only `max_transaction_events` splits one.
+                if end > 0 && i + 1 > budget {
+                    break;
+                }
+                end = i + 1;
+                open = 0;
+                if end >= budget {
+                    break;
+                }
+            }
+        }
+        if end > 0 {
+            budget = budget.saturating_sub(end);
+            out.push((p, part.queue.drain(..end).collect()));
+        }
+    }
+    out
+}
+
 /// Why an event produced no writes.
 enum TransformFailure {
     /// The event is bad: dead-letter it (or stop, per config).
@@ -876,4 +886,128 @@ enum TransformFailure {
     /// The target failed: the batch is retried or the sink stops.
     Target(TargetError),
     Transport(TransportError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Row, TransactionInfo};
+
+    fn pending(offset: i64, op: Operation, last: bool) -> Pending {
+        let event = ChangeEvent {
+            tenant: "t".into(),
+            database: "db".into(),
+            table: "x".into(),
+            op,
+            key: Row::default(),
+            before: None,
+            after: None,
+            ddl: None,
+            schema_version: 1,
+            position: "mysql-bin.000001:4#0".parse().unwrap(),
+            commit_time_micros: 0,
+            transaction: TransactionInfo {
+                id: "tx".into(),
+                index: 0,
+                last,
+            },
+        };
+        Pending {
+            offset,
+            size: 10,
+            key: None,
+            payload: Vec::new(),
+            event: Ok(event),
+        }
+    }
+
+    /// A partition holding transactions of these sizes (a `0` is a DDL event).
+    fn part(sizes: &[usize]) -> Part {
+        let mut queue = VecDeque::new();
+        let mut offset = 0;
+        for &n in sizes {
+            if n == 0 {
+                queue.push_back(pending(offset, Operation::Ddl, false));
+                offset += 1;
+            }
+            for i in 0..n {
+                queue.push_back(pending(offset, Operation::Insert, i + 1 == n));
+                offset += 1;
+            }
+        }
+        Part {
+            stored: Some(None),
+            fetched: offset,
+            queue,
+        }
+    }
+
+    fn taken(batch: &[(i32, Vec<Pending>)]) -> Vec<(i32, usize)> {
+        batch.iter().map(|(p, v)| (*p, v.len())).collect()
+    }
+
+    #[test]
+    fn batches_end_at_transaction_boundaries() {
+        let mut parts = BTreeMap::from([(0, part(&[3, 4, 2])), (1, part(&[2]))]);
+        // Budget 8: transactions of 3 and 4 fit, the third would not.
+        let batch = take_batch(&mut parts, 8, 1000);
+        assert_eq!(taken(&batch), vec![(0, 7), (1, 2)]);
+        assert_eq!(parts[&0].queue.len(), 2);
+    }
+
+    #[test]
+    fn an_unfinished_transaction_waits() {
+        let mut parts = BTreeMap::from([(0, part(&[2, 5]))]);
+        parts.get_mut(&0).unwrap().queue.pop_back();
+        let batch = take_batch(&mut parts, 100, 1000);
+        assert_eq!(taken(&batch), vec![(0, 2)]);
+        assert!(take_batch(&mut parts, 100, 1000).is_empty());
+    }
+
+    #[test]
+    fn a_transaction_larger_than_a_batch_goes_whole_and_alone() {
+        let mut parts = BTreeMap::from([(0, part(&[270, 3]))]);
+        let batch = take_batch(&mut parts, 100, 1000);
+        assert_eq!(taken(&batch), vec![(0, 270)]);
+    }
+
+    #[test]
+    fn only_transactions_over_the_limit_are_split_in_order() {
+        let mut parts = BTreeMap::from([(0, part(&[25]))]);
+        // Within the batch limit the transaction stays whole...
+        let mut whole = BTreeMap::from([(0, part(&[25]))]);
+        assert_eq!(taken(&take_batch(&mut whole, 100, 10)), vec![(0, 25)]);
+        // ...beyond it, it is cut at multiples of the limit, in order.
+        let batch = take_batch(&mut parts, 15, 10);
+        assert_eq!(taken(&batch), vec![(0, 10)]);
+        assert_eq!(parts[&0].queue.front().map(|p| p.offset), Some(10));
+        assert_eq!(taken(&take_batch(&mut parts, 15, 10)), vec![(0, 15)]);
+    }
+
+    #[test]
+    fn a_ddl_event_starts_a_batch_of_its_own_partition() {
+        let mut parts = BTreeMap::from([(0, part(&[2, 0, 3]))]);
+        assert_eq!(taken(&take_batch(&mut parts, 100, 1000)), vec![(0, 2)]);
+        // The DDL goes first in the next batch, with the rows after it.
+        assert_eq!(taken(&take_batch(&mut parts, 100, 1000)), vec![(0, 4)]);
+    }
+
+    #[test]
+    fn unsought_partitions_are_not_taken() {
+        let mut unsought = part(&[2]);
+        unsought.stored = None;
+        let mut parts = BTreeMap::from([(0, unsought)]);
+        assert!(take_batch(&mut parts, 100, 1000).is_empty());
+    }
+
+    #[test]
+    fn backoff_grows_to_the_maximum_with_jitter() {
+        let cfg: SinkConfig =
+            toml::from_str("targets = []\nretry_initial_ms = 100\nretry_max_ms = 1000").unwrap();
+        for attempt in 1..20 {
+            let d = backoff(&cfg, attempt).as_millis() as u64;
+            let base = (100u64 << (attempt - 1).min(20)).min(1000);
+            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d} ms");
+        }
+    }
 }
