@@ -45,6 +45,10 @@ pub enum Command {
         /// server purged binlogs the source had not read yet).
         #[arg(long)]
         resnapshot: bool,
+        /// Serve metrics on this address instead of the configured `metrics.listen`
+        /// (when several processes share one configuration file on one host).
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Apply change events from Kafka to the v2 targets (a consumer-group member;
     /// run more of them to scale out). Writes and offsets commit together.
@@ -54,6 +58,9 @@ pub enum Command {
         /// The target to write to, when the configuration names several.
         #[arg(long)]
         target: Option<String>,
+        /// Serve metrics on this address instead of the configured `metrics.listen`.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Per tenant and stage: source position and delay, Kafka lag, sink delay.
     Status {
@@ -227,7 +234,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Source { config, resnapshot } => {
+        Command::Source {
+            config,
+            resnapshot,
+            metrics_listen,
+        } => {
             let cfg = load(&config)?;
             let source = cfg.source.as_ref().ok_or_else(|| {
                 anyhow::anyhow!(
@@ -235,15 +246,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     config.config.display()
                 )
             })?;
-            ops::metrics::install(&cfg.metrics.listen)?;
+            ops::metrics::install(metrics_listen.as_deref().unwrap_or(&cfg.metrics.listen))?;
             let mut options = crate::source::RunOptions::from_config(source, &cfg);
             options.resnapshot = resnapshot;
             crate::source::run(&cfg, options, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sink { config, target } => {
+        Command::Sink {
+            config,
+            target,
+            metrics_listen,
+        } => {
             let cfg = load(&config)?;
-            ops::metrics::install(&cfg.metrics.listen)?;
+            ops::metrics::install(metrics_listen.as_deref().unwrap_or(&cfg.metrics.listen))?;
             crate::sink::run(&cfg, target.as_deref(), shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
