@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use cdc_bridge::event::{ChangeEvent, Operation, Value};
 use common::pipeline::Pipeline;
+use common::process::{alive, peak_rss_kib};
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -21,15 +22,6 @@ fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as i64
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -44,12 +36,6 @@ struct Counter {
     consumer: StreamConsumer,
     /// The source process: a bench waiting on a dead source fails instead of hanging.
     source_pid: u32,
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
-        .unwrap_or(false)
 }
 
 impl Counter {

@@ -147,8 +147,15 @@ pub fn read_committed_consumer_with<C: ConsumerContext + 'static>(
         .set("auto.offset.reset", "earliest")
         // Partitions added to the change topic are picked up within seconds.
         .set("topic.metadata.refresh.interval.ms", "10000")
-        .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-        .set("max.partition.fetch.bytes", MAX_MESSAGE_BYTES.to_string());
+        // Read-ahead bound: a backlog is fetched as it is applied, not all at once.
+        // A message larger than the per-partition fetch size still arrives (the
+        // broker returns at least one message per fetch), up to message.max.bytes.
+        .set("fetch.message.max.bytes", (8 * 1024 * 1024).to_string())
+        .set("queued.max.messages.kbytes", "16384");
+    // The user's properties win over these defaults.
+    for (key, value) in &kafka.properties {
+        cfg.set(key, value);
+    }
     cfg.create_with_context(context)
         .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "create consumer", e))
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod pipeline;
+pub mod process;
 pub mod sink;
 pub mod types;
 
