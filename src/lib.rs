@@ -11,4 +11,5 @@ pub mod event;
 pub mod ops;
 pub mod sink;
 pub mod source;
+pub mod transform;
 pub mod transport;

@@ -1,0 +1,6 @@
+//! The v1→v2 transform: the conversions a mapping names ([`convert`]) and the
+//! deterministic v2 identities ([`keys`]). The declarative mapping files and
+//! mapping mode build on these.
+
+pub mod convert;
+pub mod keys;
