@@ -341,9 +341,13 @@ pub struct SinkConfig {
     /// `<prefix>.dlq` and go on) or `stop` (halt with its position named).
     #[serde(default)]
     pub on_error: OnError,
-    /// `mirror`: each v1 table lands in a same-named table of a per-tenant schema.
+    /// `mirror`: each v1 table lands in a same-named table of a per-tenant schema;
+    /// `mapping`: v1 rows become v2 rows as the `mapping` file says.
     #[serde(default)]
     pub mode: SinkMode,
+    /// The mapping file (mode `mapping`), relative to the working directory.
+    #[serde(default)]
+    pub mapping: Option<String>,
     /// Schema name of a tenant's mirrored tables: this prefix + the v1 database name.
     #[serde(default)]
     pub mirror_schema_prefix: String,
@@ -378,6 +382,8 @@ pub enum SinkMode {
     /// v1 tables copied as they are into one target schema per tenant.
     #[default]
     Mirror,
+    /// v1 rows turned into v2 rows by a declarative mapping file.
+    Mapping,
 }
 
 fn default_sink_batch_max_events() -> usize {
@@ -489,26 +495,7 @@ impl Config {
             origin: origin.to_owned(),
             issues,
         };
-        let de = toml::de::Deserializer::parse(text).map_err(|e| fail(vec![one_line(&e)]))?;
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.inner();
-            let line = inner
-                .span()
-                .map(|span| {
-                    format!(
-                        " (line {})",
-                        text[..span.start.min(text.len())].matches('\n').count() + 1
-                    )
-                })
-                .unwrap_or_default();
-            let message = one_line(&inner.message());
-            if path == "." || path.is_empty() {
-                fail(vec![format!("{message}{line}")])
-            } else {
-                fail(vec![format!("{path}{line}: {message}")])
-            }
-        })?;
+        let mut config: Config = parse_toml(text, origin)?;
         let issues = config.validate_and_resolve(env);
         if issues.is_empty() {
             Ok(config)
@@ -606,6 +593,14 @@ impl Config {
                     sink.mirror_schema_prefix
                 ));
             }
+            match (sink.mode, &sink.mapping) {
+                (SinkMode::Mapping, None) => {
+                    issues.push("sink.mapping: mode \"mapping\" needs a mapping file".to_owned())
+                }
+                (SinkMode::Mirror, Some(_)) => issues
+                    .push("sink.mapping: a mapping file is used only with mode = \"mapping\"".to_owned()),
+                _ => {}
+            }
             let mut names = std::collections::BTreeSet::new();
             for target in &sink.targets {
                 if !names.insert(target.name.as_str()) {
@@ -675,6 +670,34 @@ fn validate_bootstrap(path: &str, text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Parses TOML into `T`, every error naming its key path and line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    let fail = |issues: Vec<String>| ConfigError {
+        origin: origin.to_owned(),
+        issues,
+    };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| fail(vec![one_line(&e)]))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let line = inner
+            .span()
+            .map(|span| {
+                format!(
+                    " (line {})",
+                    text[..span.start.min(text.len())].matches('\n').count() + 1
+                )
+            })
+            .unwrap_or_default();
+        let message = one_line(&inner.message());
+        if path == "." || path.is_empty() {
+            fail(vec![format!("{message}{line}")])
+        } else {
+            fail(vec![format!("{path}{line}: {message}")])
+        }
+    })
 }
 
 fn one_line(e: &dyn fmt::Display) -> String {

@@ -145,6 +145,9 @@ struct DeadLetter {
     offset: i64,
     stage: &'static str,
     table: Option<String>,
+    /// The v1 key (column values of the primary key: ids, not patient data) and position.
+    key: Option<String>,
+    position: Option<String>,
     reason: String,
 }
 
@@ -163,6 +166,9 @@ pub struct Sink<T: Target> {
     defs: HashMap<(String, String, u32), TableDef>,
     /// Definitions created/altered in the target in this connection.
     ensured: HashSet<TableDef>,
+    /// Mapping mode: the mapping, and per mapped v2 table the columns written.
+    mapping: Option<crate::transform::mapping::Mapping>,
+    projections: HashMap<usize, TableDef>,
     parts: BTreeMap<i32, Part>,
 }
 
@@ -274,6 +280,13 @@ impl<T: Target> Sink<T> {
             .subscribe(&[&topic])
             .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "subscribe", e))?;
         let producer = crate::transport::idempotent_producer(&kafka)?;
+        let mapping = match (sink.mode, &sink.mapping) {
+            (crate::config::SinkMode::Mapping, Some(path)) => Some(
+                crate::transform::mapping::Mapping::load(std::path::Path::new(path))
+                    .map_err(|e| SinkError::Config(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let schemas = SchemaRegistry::load(&kafka).await?;
         tracing::info!(
             target = %target_cfg.name,
@@ -295,6 +308,8 @@ impl<T: Target> Sink<T> {
             schemas,
             defs: HashMap::new(),
             ensured: HashSet::new(),
+            mapping,
+            projections: HashMap::new(),
             parts: BTreeMap::new(),
         })
     }
@@ -544,6 +559,9 @@ impl<T: Target> Sink<T> {
         &mut self,
         ev: &ChangeEvent,
     ) -> Result<Vec<(TableDef, Vec<RowWrite>)>, TransformFailure> {
+        if self.mapping.is_some() {
+            return self.transform_mapped(ev).await;
+        }
         let key = (ev.database.clone(), ev.table.clone(), ev.schema_version);
         if !self.defs.contains_key(&key) {
             if self
@@ -581,8 +599,69 @@ impl<T: Target> Sink<T> {
         Ok(vec![(def, writes)])
     }
 
+    /// Mapping mode: the v2 rows the mapping derives from the event, for every
+    /// v2 table its v1 table feeds. v2 tables are v2's: read from the target's
+    /// catalog, never created or altered.
+    async fn transform_mapped(
+        &mut self,
+        ev: &ChangeEvent,
+    ) -> Result<Vec<(TableDef, Vec<RowWrite>)>, TransformFailure> {
+        let targets = self
+            .mapping
+            .as_ref()
+            .expect("mapping mode")
+            .targets_of(&ev.table)
+            .to_vec();
+        let mut out = Vec::with_capacity(targets.len());
+        for i in targets {
+            if !self.projections.contains_key(&i) {
+                let mapping = self.mapping.as_ref().expect("mapping mode");
+                let schema = mapping.file.target_schema.clone();
+                let name = mapping.table(i).name.clone();
+                let catalog = self
+                    .target
+                    .describe_table(&schema, &name)
+                    .await
+                    .map_err(TransformFailure::Target)?
+                    .ok_or_else(|| {
+                        TransformFailure::Target(TargetError::fatal(format!(
+                            "v2 table {schema}.{name} named by the mapping does not exist in the target"
+                        )))
+                    })?;
+                let projection = self
+                    .mapping
+                    .as_ref()
+                    .expect("mapping mode")
+                    .projection(i, &catalog)
+                    .map_err(|e| TransformFailure::Target(TargetError::fatal(format!("mapping: {e}"))))?;
+                self.projections.insert(i, projection);
+            }
+            let def = self.projections[&i].clone();
+            if !self.ensured.contains(&def) {
+                // Prepares the target's staging for these columns (the table exists).
+                self.target
+                    .ensure_table(&def)
+                    .await
+                    .map_err(TransformFailure::Target)?;
+                self.ensured.insert(def.clone());
+            }
+            let writes = self
+                .mapping
+                .as_ref()
+                .expect("mapping mode")
+                .apply(i, &def, ev)
+                .map_err(|e| TransformFailure::Rejected(e.to_string()))?;
+            out.push((def, writes));
+        }
+        Ok(out)
+    }
+
     /// DDL: renames columns it renames, creates or extends the table to its new schema.
     async fn apply_ddl(&mut self, ev: &ChangeEvent) -> Result<(), TransformFailure> {
+        if self.mapping.is_some() {
+            // v2's schema is v2's: a v1 DDL changes nothing there.
+            return Ok(());
+        }
         let schema_name = mirror::schema_name(&self.cfg.mirror_schema_prefix, &ev.database);
         for (from, to) in mirror::renamed_columns(ev.ddl.as_deref().unwrap_or_default()) {
             let renamed = self
@@ -636,6 +715,8 @@ impl<T: Target> Sink<T> {
                             offset: pending.offset,
                             stage: "decode",
                             table: None,
+                            key: None,
+                            position: None,
                             reason: reason.clone(),
                         });
                         continue;
@@ -664,6 +745,8 @@ impl<T: Target> Sink<T> {
                         offset: pending.offset,
                         stage: "transform",
                         table: Some(format!("{}.{}", ev.database, ev.table)),
+                        key: Some(v1_key_text(&ev.key)),
+                        position: Some(ev.position.to_string()),
                         reason,
                     }),
                     Err(TransformFailure::Target(e)) => return Err(self.target_error(e)),
@@ -804,11 +887,17 @@ impl<T: Target> Sink<T> {
                     key: "cdc_bridge.offset",
                     value: Some(&offset),
                 });
-            if let Some(table) = &d.table {
-                headers = headers.insert(Header {
-                    key: "cdc_bridge.table",
-                    value: Some(table),
-                });
+            for (name, value) in [
+                ("cdc_bridge.table", &d.table),
+                ("cdc_bridge.key", &d.key),
+                ("cdc_bridge.position", &d.position),
+            ] {
+                if let Some(value) = value {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    });
+                }
             }
             let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
                 .payload(&pending.payload)
@@ -877,6 +966,24 @@ fn take_batch(parts: &mut BTreeMap<i32, Part>, max_events: usize, max_tx: usize)
         }
     }
     out
+}
+
+/// A v1 key as `{"id":"7"}`: column names and canonical values (keys are ids).
+fn v1_key_text(key: &crate::event::Row) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = key
+        .0
+        .iter()
+        .map(|(name, v)| {
+            let text = match v {
+                crate::event::Value::Int(i) => i.to_string(),
+                crate::event::Value::UInt(u) => u.to_string(),
+                crate::event::Value::Text(s) | crate::event::Value::Enum(s) => s.clone(),
+                other => format!("({})", crate::transform::convert::kind(other)),
+            };
+            (name.clone(), serde_json::Value::String(text))
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 /// Why an event produced no writes.

@@ -39,6 +39,43 @@ pub fn qualified(def: &TableDef) -> String {
     format!("{}.{}", quote(&def.schema), quote(&def.name))
 }
 
+/// The column type of a PostgreSQL `information_schema` data type.
+pub fn pg_type(
+    data_type: &str,
+    length: Option<i32>,
+    precision: Option<i32>,
+    scale: Option<i32>,
+) -> Option<SqlType> {
+    let u32_of = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
+    Some(match data_type {
+        "boolean" => SqlType::Bool,
+        "smallint" => SqlType::SmallInt,
+        "integer" => SqlType::Int,
+        "bigint" => SqlType::BigInt,
+        "numeric" => SqlType::Decimal {
+            precision: precision.unwrap_or(38).clamp(1, 255) as u8,
+            scale: scale.unwrap_or(0).clamp(0, 255) as u8,
+        },
+        "real" => SqlType::Real,
+        "double precision" => SqlType::Double,
+        "date" => SqlType::Date,
+        "timestamp without time zone" => SqlType::DateTime,
+        "timestamp with time zone" => SqlType::DateTimeOffset,
+        "interval" => SqlType::Duration,
+        "character varying" | "character" => SqlType::Text {
+            max_chars: u32_of(length),
+        },
+        "text" => SqlType::Text { max_chars: None },
+        "bytea" => SqlType::Bytes { max_len: None },
+        "bit" => SqlType::Bits {
+            width: length.unwrap_or(1).clamp(1, 64) as u8,
+        },
+        "json" | "jsonb" => SqlType::Json,
+        "uuid" => SqlType::Uuid,
+        _ => return None,
+    })
+}
+
 /// The PostgreSQL type of a column.
 pub fn sql_type(ty: &SqlType) -> String {
     match ty {
@@ -556,6 +593,65 @@ impl Target for PostgresTarget {
         }
         self.stage(def).await?;
         Ok(def.clone())
+    }
+
+    async fn describe_table(&mut self, schema: &str, table: &str) -> Result<Option<TableDef>, TargetError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT column_name::text, data_type::text, character_maximum_length, \
+                 numeric_precision, numeric_scale, is_nullable = 'YES' \
+                 FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 \
+                 ORDER BY ordinal_position",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| classify("describe table", e))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let name: String = r.get(0);
+            let data_type: String = r.get(1);
+            let length: Option<i32> = r.get(2);
+            let precision: Option<i32> = r.get(3);
+            let scale: Option<i32> = r.get(4);
+            let ty = pg_type(&data_type, length, precision, scale).ok_or_else(|| {
+                TargetError::fatal(format!(
+                    "PostgreSQL {schema}.{table}.{name}: type {data_type} is not supported"
+                ))
+            })?;
+            columns.push(super::target::ColumnDef {
+                name,
+                ty,
+                nullable: r.get(5),
+            });
+        }
+        let key_rows = self
+            .client
+            .query(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND i.indisprimary \
+                 ORDER BY array_position(i.indkey, a.attnum)",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| classify("describe table key", e))?;
+        let key = key_rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                columns.iter().position(|c| c.name == name)
+            })
+            .collect();
+        Ok(Some(TableDef {
+            schema: schema.to_owned(),
+            name: table.to_owned(),
+            columns,
+            key,
+        }))
     }
 
     async fn rename_column(

@@ -616,6 +616,66 @@ pub fn row_hash(row_key: &str) -> [u8; 32] {
 // Bookkeeping statements
 
 /// The next offset per partition of a group and topic (`@P1`, `@P2`).
+/// One row of [`describe_table_sql`]: name, data type, length, precision,
+/// scale, nullable, primary-key ordinal.
+type CatalogColumn = (
+    String,
+    String,
+    Option<i32>,
+    Option<u8>,
+    Option<i32>,
+    bool,
+    Option<i32>,
+);
+
+/// Columns of a table with their types and primary-key ordinals.
+pub fn describe_table_sql() -> &'static str {
+    "SELECT c.COLUMN_NAME, c.DATA_TYPE, c.CHARACTER_MAXIMUM_LENGTH, c.NUMERIC_PRECISION, \
+     CAST(c.NUMERIC_SCALE AS INT), c.IS_NULLABLE, k.ORDINAL_POSITION \
+     FROM INFORMATION_SCHEMA.COLUMNS c \
+     LEFT JOIN INFORMATION_SCHEMA.TABLE_CONSTRAINTS t \
+       ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME AND t.CONSTRAINT_TYPE = 'PRIMARY KEY' \
+     LEFT JOIN INFORMATION_SCHEMA.KEY_COLUMN_USAGE k \
+       ON k.CONSTRAINT_NAME = t.CONSTRAINT_NAME AND k.TABLE_SCHEMA = c.TABLE_SCHEMA \
+      AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME \
+     WHERE c.TABLE_SCHEMA = @P1 AND c.TABLE_NAME = @P2 ORDER BY c.ORDINAL_POSITION"
+}
+
+/// The column type of a SQL Server `INFORMATION_SCHEMA` data type (length -1 = MAX).
+pub fn mssql_type(
+    data_type: &str,
+    length: Option<i32>,
+    precision: Option<u8>,
+    scale: Option<i32>,
+) -> Option<SqlType> {
+    let bounded = |n: Option<i32>| n.filter(|&n| n > 0).map(|n| n as u32);
+    Some(match data_type.to_ascii_lowercase().as_str() {
+        "bit" => SqlType::Bool,
+        "tinyint" | "smallint" => SqlType::SmallInt,
+        "int" => SqlType::Int,
+        "bigint" => SqlType::BigInt,
+        "decimal" | "numeric" | "money" | "smallmoney" => SqlType::Decimal {
+            precision: precision.unwrap_or(18),
+            scale: scale.unwrap_or(0).clamp(0, 38) as u8,
+        },
+        "real" => SqlType::Real,
+        "float" => SqlType::Double,
+        "date" => SqlType::Date,
+        "datetime" | "datetime2" | "smalldatetime" => SqlType::DateTime,
+        "datetimeoffset" => SqlType::DateTimeOffset,
+        "nvarchar" | "varchar" | "nchar" | "char" => SqlType::Text {
+            max_chars: bounded(length),
+        },
+        "ntext" | "text" | "xml" => SqlType::Text { max_chars: None },
+        "varbinary" | "binary" => SqlType::Bytes {
+            max_len: bounded(length),
+        },
+        "image" => SqlType::Bytes { max_len: None },
+        "uniqueidentifier" => SqlType::Uuid,
+        _ => return None,
+    })
+}
+
 pub fn read_offsets_sql() -> String {
     format!(
         "SELECT [kafka_partition], [next_offset] FROM {} WHERE [consumer_group] = @P1 AND [topic] = @P2;",
@@ -1431,6 +1491,50 @@ impl Target for SqlServerTarget {
                 Err(e) => return Err(self.failed("ensure_table", &table, e)),
             }
         }
+    }
+
+    async fn describe_table(&mut self, schema: &str, table: &str) -> Result<Option<TableDef>, TargetError> {
+        let what = format!("{schema}.{table}");
+        let mut query = Query::new(describe_table_sql());
+        query.bind(schema);
+        query.bind(table);
+        let rows = self.query("describe_table", &what, query).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(rows.len());
+        let mut key: Vec<(i32, usize)> = Vec::new();
+        for row in &rows {
+            let read = || -> tiberius::Result<CatalogColumn> {
+                Ok((
+                    row.try_get::<&str, _>(0)?.unwrap_or_default().to_owned(),
+                    row.try_get::<&str, _>(1)?.unwrap_or_default().to_owned(),
+                    row.try_get::<i32, _>(2)?,
+                    row.try_get::<u8, _>(3)?,
+                    row.try_get::<i32, _>(4)?,
+                    row.try_get::<&str, _>(5)?.unwrap_or("YES") == "YES",
+                    row.try_get::<i32, _>(6)?,
+                ))
+            };
+            let (name, data_type, length, precision, scale, nullable, key_ordinal) =
+                read().map_err(|e| self.failed("describe_table", &what, e))?;
+            let ty = mssql_type(&data_type, length, precision, scale).ok_or_else(|| {
+                TargetError::fatal(format!(
+                    "SQL Server {what}.{name}: type {data_type} is not supported"
+                ))
+            })?;
+            if let Some(ordinal) = key_ordinal {
+                key.push((ordinal, columns.len()));
+            }
+            columns.push(ColumnDef { name, ty, nullable });
+        }
+        key.sort_unstable();
+        Ok(Some(TableDef {
+            schema: schema.to_owned(),
+            name: table.to_owned(),
+            columns,
+            key: key.into_iter().map(|(_, i)| i).collect(),
+        }))
     }
 
     async fn rename_column(

@@ -241,6 +241,9 @@ pub trait Target: Send {
     /// `def` are kept and made nullable, never dropped).
     async fn ensure_table(&mut self, def: &TableDef) -> Result<TableDef, TargetError>;
 
+    /// The table as the target's catalog describes it, or `None` when it does not exist.
+    async fn describe_table(&mut self, schema: &str, table: &str) -> Result<Option<TableDef>, TargetError>;
+
     /// Renames a column when `from` exists and `to` does not; returns whether it did.
     async fn rename_column(
         &mut self,
