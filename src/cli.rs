@@ -167,9 +167,12 @@ pub enum MappingAction {
         /// The v1 table.
         #[arg(long)]
         table: String,
-        /// The v1 row as a JSON object.
+        /// The v1 row as a JSON object (values read with the v1 column types).
         #[arg(long)]
         row: String,
+        /// The tenant id to derive v2 ids with (default: the first selected tenant database).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -297,8 +300,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Generate { config, .. } => not_yet(&config, "generate"),
         Command::Mapping { action } => match action {
-            MappingAction::Check { config } | MappingAction::Preview { config, .. } => {
-                not_yet(&config, "mapping")
+            MappingAction::Check { config } => {
+                let cfg = load(&config)?;
+                let (file, problems) = ops::mapping::check(&cfg).await?;
+                if problems.is_empty() {
+                    println!("mapping {file}: OK (checked against the v2 target and the v1 source)");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    for p in &problems {
+                        println!("{p}");
+                    }
+                    println!("mapping {file}: {} problem(s)", problems.len());
+                    Ok(ExitCode::from(1))
+                }
+            }
+            MappingAction::Preview {
+                config,
+                table,
+                row,
+                tenant,
+            } => {
+                let cfg = load(&config)?;
+                println!(
+                    "{}",
+                    ops::mapping::preview(&cfg, &table, &row, tenant.as_deref()).await?
+                );
+                Ok(ExitCode::SUCCESS)
             }
         },
     }

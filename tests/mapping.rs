@@ -117,9 +117,10 @@ async fn patients(pg: &tokio_postgres::Client, schema: &str) -> BTreeMap<String,
     .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mapping_mode_writes_v2_rows_with_stable_ids() {
-    let p = Pipeline::new("mapping", 2, "").await;
+/// A pipeline with the v2 schema in PostgreSQL, the mapping file and a `[sink]`
+/// in mapping mode: (pipeline, v2 schema, consumer group, mapping path).
+async fn setup(name: &str, tenants: usize) -> (Pipeline, String, String, std::path::PathBuf) {
+    let p = Pipeline::new(name, tenants, "").await;
     let pg = pg_client(&p.stack).await;
     let schema = format!("{}_v2", p.prefix);
     pg.batch_execute(&v2_ddl(&schema)).await.unwrap();
@@ -145,7 +146,13 @@ password = "${{CDC_BRIDGE_PG_PASSWORD}}"
         url = p.stack.pg_url(),
     ));
     std::fs::write(&p.config_path, text).unwrap();
+    (p, schema, group, mapping_path)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_mode_writes_v2_rows_with_stable_ids() {
+    let (p, schema, group, _) = setup("mapping", 2).await;
+    let pg = pg_client(&p.stack).await;
     let mut conn = p.admin().await;
     for db in &p.databases {
         v1_rows(&mut conn, db).await;
@@ -331,4 +338,81 @@ password = "${{CDC_BRIDGE_PG_PASSWORD}}"
     ))
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_check_and_preview_explain_before_anything_runs() {
+    let (p, schema, _, mapping_path) = setup("mapping_check", 1).await;
+    let pg = pg_client(&p.stack).await;
+    let mut conn = p.admin().await;
+    v1_rows(&mut conn, &p.databases[0]).await;
+    let config = common::path_str(&p.config_path).to_owned();
+    let env = p.stack.child_env();
+
+    let ok = common::cdc_bridge(&["mapping", "check", "--config", &config], &env);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("OK"), "{out}");
+
+    // A v1 column that does not exist and a conversion the v2 column cannot hold.
+    let good = std::fs::read_to_string(&mapping_path).unwrap();
+    let bad = good
+        .replace(r#"from = "last_name""#, r#"from = "surname""#)
+        .replace(
+            r#"IsActive = { from = "is_active", convert = "bit" }"#,
+            r#"IsActive = { from = "is_active", convert = "trim" }"#,
+        );
+    std::fs::write(&mapping_path, &bad).unwrap();
+    let failed = common::cdc_bridge(&["mapping", "check", "--config", &config], &env);
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{out}");
+    let file = mapping_path.display().to_string();
+    let line = |needle: &str| bad.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    assert!(
+        out.contains(&format!(
+            "{file}:{}: tables[1].columns.LastName.from: v1 column patients.surname does not exist",
+            line("LastName")
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{file}:{}: tables[1].columns.IsActive: v2 column type Bool",
+            line("IsActive")
+        )),
+        "{out}"
+    );
+    std::fs::write(&mapping_path, &good).unwrap();
+
+    // Preview: the v2 row one v1 row becomes, values read with the v1 types.
+    let row = r#"{"id": 9, "facility_id": 1, "last_name": " Okafor ", "dob": "1962-02-14", "is_active": 1,
+                  "status": "A", "prefs": "a:1:{i:0;s:3:\"tea\";}", "created_at": "2024-11-03 01:30:00", "deleted": 0}"#;
+    let shown = common::cdc_bridge(
+        &[
+            "mapping", "preview", "--config", &config, "--table", "patients", "--row", row, "--tenant", "t1",
+        ],
+        &env,
+    );
+    let out = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v2 = &rows[0]["row"];
+    assert_eq!(rows[0]["table"], "Patients");
+    assert_eq!(v2["Id"], expected_id("t1", "patients", 9).to_string());
+    assert_eq!(v2["FacilityId"], expected_id("t1", "facilities", 1).to_string());
+    assert_eq!(v2["LastName"], "Okafor");
+    assert_eq!(v2["Preferences"], serde_json::json!(["tea"]));
+    // 01:30 on the autumn overlap, "earlier": CDT, 06:30 UTC.
+    assert_eq!(v2["CreatedAtUtc"], "2024-11-03T06:30:00.000000Z");
+    pg.batch_execute(&format!(r#"DROP SCHEMA "{schema}" CASCADE"#))
+        .await
+        .unwrap();
 }

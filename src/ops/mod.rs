@@ -1,5 +1,6 @@
 //! Operator commands: checks, status, verification, cutover, replay.
 
 pub mod check;
+pub mod mapping;
 pub mod metrics;
 pub mod tail;
