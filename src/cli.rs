@@ -147,9 +147,30 @@ pub enum Command {
     Generate {
         #[command(flatten)]
         config: ConfigArg,
-        /// How many tenant databases to create.
+        /// How many tenant databases to create (`<prefix>01`, `<prefix>02`, ...).
         #[arg(long, default_value_t = 3)]
         tenants: u32,
+        /// Rows of a patients-sized table in the largest tenant (tenant k gets ~1/k).
+        #[arg(long, default_value_t = 100)]
+        scale: u32,
+        /// Seed: the same seed gives the same data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Database name prefix (default: the first tenant pattern without its `%`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The v1 schema to load into each tenant database.
+        #[arg(long, default_value = "connectors/pinpoint/v1-schema.sql")]
+        schema: String,
+        /// After filling, run a mutation workload at this many statements per second...
+        #[arg(long)]
+        workload_rate: Option<f64>,
+        /// ...for this many seconds (until Ctrl-C when 0).
+        #[arg(long, default_value_t = 60)]
+        workload_secs: u64,
+        /// Skip filling (only run the workload on tenants generated before).
+        #[arg(long)]
+        workload_only: bool,
     },
 }
 
@@ -298,7 +319,54 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tracing::debug!(printed, "tail done");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Generate { config, .. } => not_yet(&config, "generate"),
+        Command::Generate {
+            config,
+            tenants,
+            scale,
+            seed,
+            prefix,
+            schema,
+            workload_rate,
+            workload_secs,
+            workload_only,
+        } => {
+            let cfg = load(&config)?;
+            let prefix = prefix.unwrap_or_else(|| {
+                cfg.source
+                    .as_ref()
+                    .and_then(|s| s.tenants.include.first())
+                    .map(|p| p.trim_end_matches('%').to_owned())
+                    .filter(|p| !p.is_empty() && !p.contains('%'))
+                    .unwrap_or_else(|| "tenant_".to_owned())
+            });
+            let codes = match cfg.sink.as_ref().and_then(|s| s.mapping.as_deref()) {
+                Some(path) => ops::generate::codes_from_mapping(std::path::Path::new(path))?,
+                None => Default::default(),
+            };
+            let opts = ops::generate::GenerateOptions {
+                tenants,
+                scale,
+                seed,
+                prefix,
+                schema_file: schema,
+                codes,
+            };
+            if !workload_only {
+                for (db, rows) in ops::generate::generate(&cfg, &opts).await? {
+                    println!("{db}: {rows} rows");
+                }
+            }
+            if let Some(rate) = workload_rate {
+                let duration = if workload_secs == 0 {
+                    std::time::Duration::MAX
+                } else {
+                    std::time::Duration::from_secs(workload_secs)
+                };
+                let n = ops::generate::workload(&opts, rate, duration, shutdown_signal()).await?;
+                println!("workload: {n} statements");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mapping { action } => match action {
             MappingAction::Check { config } => {
                 let cfg = load(&config)?;

@@ -1,6 +1,7 @@
 //! Operator commands: checks, status, verification, cutover, replay.
 
 pub mod check;
+pub mod generate;
 pub mod mapping;
 pub mod metrics;
 pub mod tail;
