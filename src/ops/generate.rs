@@ -314,7 +314,14 @@ impl Gen<'_> {
                 } else {
                     self.text(3)
                 };
-                V::from(s.chars().take(max).collect::<String>())
+                // Only what the column's charset can hold.
+                let limit = match c.charset.as_deref() {
+                    Some(cs) if cs.starts_with("utf8") => u32::MAX,
+                    Some("ascii") => 0x7f,
+                    Some(_) => 0xff,
+                    None => u32::MAX,
+                };
+                V::from(s.chars().filter(|ch| u32::from(*ch) <= limit).take(max).collect::<String>())
             }
             "binary" | "varbinary" | "blob" | "tinyblob" | "mediumblob" | "longblob" => {
                 V::Bytes((0..self.rng.usize(0..64)).map(|_| self.rng.u8(..)).collect())
