@@ -149,10 +149,54 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500_000);
+    // CDC_BRIDGE_BENCH_MODE=mapping: the same backlog through a v1→v2 mapping
+    // (UUIDv5 ids, a local→UTC conversion, trimming, constants) into a v2 table.
+    let mapped = std::env::var("CDC_BRIDGE_BENCH_MODE").is_ok_and(|m| m == "mapping");
     let bench_started = Instant::now();
     let p = Pipeline::new("bench_sink", TENANTS, "snapshot_chunk_rows = 10000").await;
-    let sink = add_sink(&p, "");
     let pg = pg_client(&p.stack).await;
+    let v2_schema = format!("{}_v2", p.prefix);
+    let sink = if mapped {
+        pg.batch_execute(&format!(
+            r#"CREATE SCHEMA "{v2_schema}";
+               CREATE TABLE "{v2_schema}"."Items" ("Id" uuid PRIMARY KEY, "TenantId" text NOT NULL,
+                 "N" integer, "Note" varchar(40), "Amount" numeric(12,2), "AtUtc" timestamptz(6),
+                 "LegacyV1Key" text, "IsLegacy" boolean NOT NULL)"#
+        ))
+        .await
+        .unwrap();
+        let mapping = p.config_dir.path().join("mapping.toml");
+        std::fs::write(
+            &mapping,
+            format!(
+                r#"namespace = "6f1c2a64-2a43-4f3e-9d7e-1c5b1b7a0001"
+timezone = "America/Chicago"
+ambiguous_times = "earlier"
+target_schema = "{v2_schema}"
+[[tables]]
+name = "Items"
+from = "items"
+key = "Id"
+[tables.columns]
+Id = {{ id_of = "items" }}
+TenantId = {{ tenant = true }}
+N = {{ from = "n" }}
+Note = {{ from = "note", convert = "trim_null_if_empty" }}
+Amount = {{ from = "amount" }}
+AtUtc = {{ from = "at", convert = "local_to_utc" }}
+LegacyV1Key = {{ from = "id", convert = "text" }}
+IsLegacy = {{ value = true }}
+"#
+            ),
+        )
+        .unwrap();
+        add_sink(
+            &p,
+            &format!("mode = \"mapping\"\nmapping = \"{}\"", mapping.display()),
+        )
+    } else {
+        add_sink(&p, "")
+    };
     let kafka = p.kafka();
     let topic = kafka.changes_topic();
 
@@ -263,7 +307,15 @@ async fn main() {
     let rss = peak_rss_kib(pid);
 
     // Every row is there.
-    for (db, &n) in p.databases.iter().zip(&per_tenant) {
+    if mapped {
+        let count: i64 = pg
+            .query_one(&format!(r#"SELECT count(*) FROM "{v2_schema}"."Items""#), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count as u64, rows, "rows mapped into {v2_schema}.Items");
+    }
+    for (db, &n) in p.databases.iter().zip(&per_tenant).filter(|_| !mapped) {
         let schema = mirror::schema_name(&sink.schema_prefix, db);
         let count: i64 = pg
             .query_one(&format!("SELECT count(*) FROM \"{schema}\".items"), &[])
@@ -300,8 +352,9 @@ async fn main() {
         .map(|r| r.get(0))
         .unwrap_or_default();
     println!(
-        "sink benchmark ({rows} rows / {events} events, Kafka → PostgreSQL {pg_version} mirror mode, \
+        "sink benchmark ({rows} rows / {events} events, Kafka → PostgreSQL {pg_version} {} mode, \
          {TENANTS} tenants, {} partitions with data, sink defaults + batch_max_wait_ms = 50, {} cores)",
+        if mapped { "mapping" } else { "mirror" },
         last.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -346,6 +399,14 @@ async fn main() {
 
     // Clean up what the bench made.
     drop_mirror(&p, &sink, &pg).await;
+    if mapped {
+        let _ = pg
+            .batch_execute(&format!(
+                r#"DROP SCHEMA "{v2_schema}" CASCADE;
+                   DELETE FROM cdc_bridge.row_positions WHERE starts_with(table_id, '{v2_schema}.');"#
+            ))
+            .await;
+    }
     for db in &p.databases {
         let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`")).await;
     }
