@@ -339,8 +339,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .filter(|p| !p.is_empty() && !p.contains('%'))
                     .unwrap_or_else(|| "tenant_".to_owned())
             });
-            let codes = match cfg.sink.as_ref().and_then(|s| s.mapping.as_deref()) {
-                Some(path) => ops::generate::codes_from_mapping(std::path::Path::new(path))?,
+            let hints = match cfg.sink.as_ref().and_then(|s| s.mapping.as_deref()) {
+                Some(path) => ops::generate::hints_from_mapping(std::path::Path::new(path))?,
                 None => Default::default(),
             };
             let opts = ops::generate::GenerateOptions {
@@ -349,7 +349,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 seed,
                 prefix,
                 schema_file: schema,
-                codes,
+                hints,
             };
             if !workload_only {
                 for (db, rows) in ops::generate::generate(&cfg, &opts).await? {

@@ -29,8 +29,9 @@ pub struct GenerateOptions {
     /// Tenant database names are `<prefix>NN`.
     pub prefix: String,
     pub schema_file: String,
-    /// Lookups (code → label) whose codes code columns take.
-    pub codes: BTreeMap<String, Vec<String>>,
+    /// What the mapping says about v1 columns (`table.column`): lookup codes
+    /// they take, and which hold PHP-serialized values.
+    pub hints: Hints,
 }
 
 const FIRST: &[&str] = &[
@@ -120,9 +121,30 @@ const WORDS: &[&str] = &[
     "½",
 ];
 
-/// The table a `<x>_id` column refers to, among `tables`.
+/// Column facts a mapping gives, keyed `table.column`.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    pub codes: BTreeMap<String, Vec<String>>,
+    pub php_serialized: std::collections::BTreeSet<String>,
+}
+
+/// The table a `<x>_id` column refers to, among `tables`; a qualified stem
+/// (`primary_clinician_id`) falls back to its last words (`clinician`).
 fn referenced<'a>(column: &str, tables: &'a [String]) -> Option<&'a String> {
     let stem = column.strip_suffix("_id")?;
+    referenced_stem(stem, tables).or_else(|| {
+        let mut rest = stem;
+        while let Some((_, tail)) = rest.split_once('_') {
+            if let Some(t) = referenced_stem(tail, tables) {
+                return Some(t);
+            }
+            rest = tail;
+        }
+        None
+    })
+}
+
+fn referenced_stem<'a>(stem: &str, tables: &'a [String]) -> Option<&'a String> {
     let plural = |s: &str| -> Vec<String> {
         let mut v = vec![format!("{s}s"), format!("{s}es"), s.to_owned()];
         if let Some(y) = s.strip_suffix('y') {
@@ -202,7 +224,7 @@ fn fill_order(tables: &[TableSchema]) -> Vec<usize> {
 
 struct Gen<'a> {
     rng: fastrand::Rng,
-    codes: &'a BTreeMap<String, Vec<String>>,
+    hints: &'a Hints,
 }
 
 impl Gen<'_> {
@@ -227,19 +249,45 @@ impl Gen<'_> {
         )
     }
 
-    /// A value for column `c` of row `id`, as a MySQL parameter.
-    fn value(&mut self, c: &ColumnSchema, id: u64, refs: &HashMap<String, u64>) -> mysql_async::Value {
+    fn php_serialized(&mut self) -> String {
+        let lang = self.pick(&["en", "de", "es", "fr"]);
+        let items: Vec<String> = (0..self.rng.usize(0..4))
+            .map(|i| {
+                let w = self.pick(WORDS);
+                format!("i:{i};s:{}:\"{w}\";", w.len())
+            })
+            .collect();
+        format!(
+            "a:3:{{s:4:\"lang\";s:2:\"{lang}\";s:6:\"alerts\";b:{};s:5:\"items\";a:{}:{{{}}}}}",
+            self.rng.u8(..2),
+            items.len(),
+            items.concat()
+        )
+    }
+
+    /// A value for column `c` of row `id` of `table`, as a MySQL parameter.
+    fn value(
+        &mut self,
+        table: &str,
+        c: &ColumnSchema,
+        id: u64,
+        refs: &HashMap<String, u64>,
+    ) -> mysql_async::Value {
         use mysql_async::Value as V;
         let name = c.name.to_ascii_lowercase();
+        let qualified = format!("{table}.{name}");
         if let Some(&n) = refs.get(&c.name) {
             if c.nullable && self.rng.u8(..100) < 3 {
                 return V::NULL;
             }
             return V::UInt(1 + self.rng.u64(..n.max(1)));
         }
-        // Codes: the mapping's lookup codes for a column of that name, else ENUM members.
-        if let Some(codes) = self.codes.get(&name).filter(|c| !c.is_empty()) {
+        // Codes: the mapping's lookup codes for this column, else ENUM members.
+        if let Some(codes) = self.hints.codes.get(&qualified).filter(|c| !c.is_empty()) {
             return V::from(codes[self.rng.usize(..codes.len())].clone());
+        }
+        if self.hints.php_serialized.contains(&qualified) {
+            return V::from(self.php_serialized());
         }
         if !c.members.is_empty() && c.data_type == "enum" {
             return V::from(c.members[self.rng.usize(..c.members.len())].clone());
@@ -300,11 +348,7 @@ impl Gen<'_> {
                 } else if name.contains("phone") {
                     format!("+1-555-{:04}", self.rng.u32(0..10_000))
                 } else if name.contains("pref") || name.contains("serial") || name.contains("settings") {
-                    let lang = self.pick(&["en", "de", "es", "fr"]);
-                    format!(
-                        "a:2:{{s:4:\"lang\";s:2:\"{lang}\";s:6:\"alerts\";b:{};}}",
-                        self.rng.u8(..2)
-                    )
+                    self.php_serialized()
                 } else if name.contains("name") || name.contains("title") {
                     format!("{} {}", self.text(2), id)
                 } else if c.data_type.ends_with("text") {
@@ -321,7 +365,12 @@ impl Gen<'_> {
                     Some(_) => 0xff,
                     None => u32::MAX,
                 };
-                V::from(s.chars().filter(|ch| u32::from(*ch) <= limit).take(max).collect::<String>())
+                V::from(
+                    s.chars()
+                        .filter(|ch| u32::from(*ch) <= limit)
+                        .take(max)
+                        .collect::<String>(),
+                )
             }
             "binary" | "varbinary" | "blob" | "tinyblob" | "mediumblob" | "longblob" => {
                 V::Bytes((0..self.rng.usize(0..64)).map(|_| self.rng.u8(..)).collect())
@@ -385,7 +434,7 @@ pub async fn generate(config: &Config, opts: &GenerateOptions) -> anyhow::Result
         let scale = (f64::from(opts.scale) / f64::from(k)).max(1.0);
         let mut gen = Gen {
             rng: fastrand::Rng::with_seed(opts.seed.wrapping_add(u64::from(k))),
-            codes: &opts.codes,
+            hints: &opts.hints,
         };
         let mut counts: HashMap<String, u64> = HashMap::new();
         let mut rows = 0u64;
@@ -416,7 +465,7 @@ pub async fn generate(config: &Config, opts: &GenerateOptions) -> anyhow::Result
                         let v = if single_key && t.primary_key[0] == c.name {
                             mysql_async::Value::UInt(id)
                         } else {
-                            gen.value(c, id, &refs)
+                            gen.value(&t.table, c, id, &refs)
                         };
                         params.push(v);
                     }
@@ -463,7 +512,7 @@ pub async fn workload(
     }
     let mut gen = Gen {
         rng: fastrand::Rng::with_seed(opts.seed ^ 0xfeed),
-        codes: &opts.codes,
+        hints: &opts.hints,
     };
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
@@ -510,7 +559,7 @@ pub async fn workload(
                         } else if c.name.ends_with("_id") {
                             mysql_async::Value::UInt(1)
                         } else {
-                            gen.value(c, max + 1, &refs)
+                            gen.value(&t.table, c, max + 1, &refs)
                         }
                     })
                     .collect();
@@ -530,7 +579,7 @@ pub async fn workload(
             }
             _ if !editable.is_empty() => {
                 let c = editable[rng.usize(..editable.len())];
-                let v = gen.value(c, id, &HashMap::new());
+                let v = gen.value(&t.table, c, id, &HashMap::new());
                 conn.exec_drop(
                     format!("UPDATE {target} SET {} = ? WHERE {key} = ?", quote_ident(&c.name)),
                     (v, id),
@@ -544,17 +593,22 @@ pub async fn workload(
     Ok(done)
 }
 
-/// Codes per column name from a mapping's lookups: a column mapped through a
-/// lookup takes that lookup's codes.
-pub fn codes_from_mapping(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+/// What a mapping says about v1 columns: a column mapped through a lookup
+/// takes that lookup's codes; one converted with `php_json` holds PHP-serialized values.
+pub fn hints_from_mapping(path: &Path) -> anyhow::Result<Hints> {
     let mapping = crate::transform::mapping::Mapping::load(path)?;
-    let mut out = BTreeMap::new();
+    let mut out = Hints::default();
     for t in &mapping.file.tables {
         for c in t.columns.values() {
-            if let (Some(l), Some(from)) = (&c.lookup, &c.from) {
-                if let (Some(codes), Some(col)) = (mapping.file.lookups.get(l), from.as_slice().first()) {
-                    out.insert(col.to_ascii_lowercase(), codes.keys().cloned().collect());
-                }
+            let Some(col) = c.from.as_ref().and_then(|f| f.as_slice().first()) else {
+                continue;
+            };
+            let key = format!("{}.{}", t.from, col.to_ascii_lowercase());
+            if let Some(codes) = c.lookup.as_ref().and_then(|l| mapping.file.lookups.get(l)) {
+                out.codes.insert(key.clone(), codes.keys().cloned().collect());
+            }
+            if c.convert == crate::transform::mapping::Convert::PhpJson {
+                out.php_serialized.insert(key);
             }
         }
     }
@@ -585,13 +639,15 @@ mod tests {
         assert_eq!(r("care_plan_id"), Some("care_plans"));
         assert_eq!(r("goal_id"), Some("care_plan_goals"));
         assert_eq!(r("clinician_id"), Some("users"));
+        assert_eq!(r("primary_clinician_id"), Some("users"));
+        assert_eq!(r("assigned_to_id"), Some("users"));
         assert_eq!(r("external_id"), None);
         assert_eq!(r("name"), None);
     }
 
     #[test]
     fn the_same_seed_gives_the_same_values() {
-        let codes = BTreeMap::new();
+        let hints = Hints::default();
         let col = ColumnSchema {
             name: "notes".into(),
             data_type: "text".into(),
@@ -606,10 +662,10 @@ mod tests {
         let run = |seed| {
             let mut g = Gen {
                 rng: fastrand::Rng::with_seed(seed),
-                codes: &codes,
+                hints: &hints,
             };
             (0..20)
-                .map(|i| format!("{:?}", g.value(&col, i, &HashMap::new())))
+                .map(|i| format!("{:?}", g.value("notes", &col, i, &HashMap::new())))
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
