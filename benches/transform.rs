@@ -49,6 +49,7 @@ fn main() {
         nullable: true,
     };
     let catalog = TableDef {
+        scope: String::new(),
         schema: "v2".into(),
         name: "Patients".into(),
         columns: vec![

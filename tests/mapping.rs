@@ -64,6 +64,17 @@ Preferences = {{ from = "prefs", convert = "php_json" }}
 CreatedAtUtc = {{ from = "created_at", convert = "local_to_utc" }}
 LegacyV1Key = {{ from = "id", convert = "text" }}
 LegacySource = {{ value = "v1" }}
+
+# A second v1 table filling columns of the same v2 rows.
+[[tables]]
+name = "Patients"
+from = "patient_contacts"
+key = "Id"
+merge = true
+[tables.columns]
+Id = {{ id_of = "patients", from = "patient_id" }}
+TenantId = {{ tenant = true }}
+Phone = {{ from = "phone", convert = "trim_null_if_empty" }}
 "#
     )
 }
@@ -76,7 +87,8 @@ CREATE TABLE "{schema}"."Facilities" (
     "LegacyV1Key" text, "IsLegacy" boolean NOT NULL, "V2Notes" text DEFAULT 'kept');
 CREATE TABLE "{schema}"."Patients" (
     "Id" uuid PRIMARY KEY, "TenantId" text NOT NULL, "FacilityId" uuid,
-    "LastName" varchar(60), "DateOfBirth" date, "IsActive" boolean NOT NULL,
+    "LastName" varchar(60), "DateOfBirth" date, "IsActive" boolean NOT NULL DEFAULT false,
+    "Phone" varchar(30),
     "Status" text, "Preferences" json, "CreatedAtUtc" timestamptz(6),
     "LegacyV1Key" text, "LegacySource" text);"#
     )
@@ -88,6 +100,8 @@ async fn v1_rows(conn: &mut mysql_async::Conn, db: &str) {
          CREATE TABLE `{db}`.patients (id INT AUTO_INCREMENT PRIMARY KEY, facility_id INT NOT NULL, \
            last_name VARCHAR(60), dob DATE NOT NULL DEFAULT '0000-00-00', is_active TINYINT(1) NOT NULL, \
            status CHAR(1) NOT NULL, prefs TEXT, created_at DATETIME NOT NULL, deleted TINYINT(1) NOT NULL DEFAULT 0); \
+         CREATE TABLE `{db}`.patient_contacts (id INT PRIMARY KEY, patient_id INT NOT NULL, phone VARCHAR(30)); \
+         INSERT INTO `{db}`.patient_contacts VALUES (1, 1, ' 555-0101 '), (2, 2, '555-0202'); \
          INSERT INTO `{db}`.facilities VALUES (1, ' Riverside '), (2, 'Maple'); \
          INSERT INTO `{db}`.patients VALUES \
            (1, 1, 'Müller', '1941-03-07', 1, 'A', 'a:1:{{s:4:\"lang\";s:2:\"de\";}}', '2024-01-15 09:30:00', 0), \
@@ -167,7 +181,8 @@ async fn mapping_mode_writes_v2_rows_with_stable_ids() {
         "UPDATE `{a}`.patients SET last_name = 'Müller-Lang' WHERE id = 1; \
          UPDATE `{b}`.patients SET deleted = 1 WHERE id = 1; \
          INSERT INTO `{a}`.patients VALUES (4, 2, 'Bad', '1960-01-01', 1, 'Q', NULL, '2024-01-01 00:00:00', 0); \
-         INSERT INTO `{a}`.patients VALUES (5, 2, 'After', '1970-05-05', 1, 'A', 'a:0:{{}}', '2024-03-10 12:00:00', 0)"
+         INSERT INTO `{a}`.patients VALUES (5, 2, 'After', '1970-05-05', 1, 'A', 'a:0:{{}}', '2024-03-10 12:00:00', 0); \
+         DELETE FROM `{a}`.patient_contacts WHERE id = 2"
     ))
     .await
     .unwrap();
@@ -242,6 +257,31 @@ async fn mapping_mode_writes_v2_rows_with_stable_ids() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // The merged source: its columns on the owner's rows, cleared (not deleted) by its delete.
+    let phones: BTreeMap<String, Option<String>> = pg
+        .query(
+            &format!(r#"SELECT "Id"::text, "Phone" FROM "{schema}"."Patients""#),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let phone = |t: &str, id| phones.get(&expected_id(t, "patients", id).to_string()).cloned();
+    assert_eq!(phone(a, 1), Some(Some("555-0101".to_owned())), "{phones:?}");
+    assert_eq!(
+        phone(a, 2),
+        Some(None),
+        "a deleted contact clears its column: {phones:?}"
+    );
+    assert_eq!(phone(b, 2), Some(Some("555-0202".to_owned())), "{phones:?}");
+    assert_eq!(
+        phone(b, 1),
+        None,
+        "the owner's (soft) delete removes the row: {phones:?}"
+    );
 
     // Every foreign key resolves; only mapped columns were written.
     let orphans: i64 = pg

@@ -106,6 +106,7 @@ fn every_type(schema: &str) -> TableDef {
     let mut id = col("id", SqlType::BigInt);
     id.nullable = false;
     TableDef {
+        scope: String::new(),
         schema: schema.into(),
         name: "every type".into(),
         columns: vec![
@@ -631,6 +632,7 @@ async fn keyless_tables_count_identical_rows() {
     let mut target = connect().await;
     let mut client = raw().await;
     let def = TableDef {
+        scope: String::new(),
         schema: schema.clone(),
         name: "visits".into(),
         columns: vec![
@@ -712,6 +714,7 @@ async fn stored_positions_include_tombstones_and_many_keys() {
     let mut id = col("id", SqlType::Text { max_chars: Some(100) });
     id.nullable = false;
     let def = TableDef {
+        scope: String::new(),
         schema: schema.clone(),
         name: "items".into(),
         columns: vec![id, col("qty", SqlType::Int)],
@@ -772,6 +775,7 @@ async fn rename_column_renames_once() {
     let mut target = connect().await;
     let mut client = raw().await;
     let def = TableDef {
+        scope: String::new(),
         schema: schema.clone(),
         name: "t".into(),
         columns: vec![col("id", SqlType::Int), col("old name", SqlType::Int)],

@@ -235,6 +235,7 @@ mod tests {
 
     fn def(keyless: bool) -> TableDef {
         TableDef {
+            scope: String::new(),
             schema: "s".into(),
             name: "t".into(),
             columns: vec![

@@ -50,6 +50,7 @@ pub fn table_def(prefix: &str, schema: &TableSchema) -> Result<TableDef, MirrorE
         columns[i].nullable = false;
     }
     Ok(TableDef {
+        scope: String::new(),
         schema: schema_name(prefix, &schema.database),
         name: schema.table.clone(),
         columns,

@@ -647,6 +647,7 @@ impl Target for PostgresTarget {
             })
             .collect();
         Ok(Some(TableDef {
+            scope: String::new(),
             schema: schema.to_owned(),
             name: table.to_owned(),
             columns,
@@ -887,6 +888,7 @@ mod tests {
 
     fn def(keyless: bool) -> TableDef {
         TableDef {
+            scope: String::new(),
             schema: "cust\"a".into(),
             name: "patients".into(),
             columns: vec![

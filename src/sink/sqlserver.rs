@@ -1530,6 +1530,7 @@ impl Target for SqlServerTarget {
         }
         key.sort_unstable();
         Ok(Some(TableDef {
+            scope: String::new(),
             schema: schema.to_owned(),
             name: table.to_owned(),
             columns,
@@ -1719,6 +1720,7 @@ mod tests {
 
     fn keyed() -> TableDef {
         TableDef {
+            scope: String::new(),
             schema: "cust_a".into(),
             name: "orders".into(),
             columns: vec![
@@ -1739,6 +1741,7 @@ mod tests {
 
     fn keyless() -> TableDef {
         TableDef {
+            scope: String::new(),
             schema: "cust_a".into(),
             name: "log".into(),
             columns: vec![

@@ -113,12 +113,21 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Indexes into `columns` of the primary key, in key order.
     pub key: Vec<usize>,
+    /// Which writer of the table these columns are (a mapping's v1 source):
+    /// several sources may each write some columns of one v2 table, and each
+    /// keeps its own row positions. Empty for a table with one writer.
+    pub scope: String,
 }
 
 impl TableDef {
-    /// `schema.name`, as rows are identified in the row-position table.
+    /// `schema.name` (`schema.name@scope` for a scoped writer), as rows are
+    /// identified in the row-position table.
     pub fn id(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        if self.scope.is_empty() {
+            format!("{}.{}", self.schema, self.name)
+        } else {
+            format!("{}.{}@{}", self.schema, self.name, self.scope)
+        }
     }
 
     pub fn is_keyless(&self) -> bool {

@@ -118,6 +118,12 @@ pub struct TableMapping {
     pub key: Names,
     #[serde(default)]
     pub skip_if: Vec<Filter>,
+    /// This v1 table fills some columns of v2 rows another entry (the owner,
+    /// with the same `name`) creates: its deletes clear its columns instead of
+    /// deleting the v2 row. The key must derive the owner's id (e.g.
+    /// `Id = { id_of = "patients", from = "patient_id" }`).
+    #[serde(default)]
+    pub merge: bool,
     pub columns: BTreeMap<String, ColumnMapping>,
 }
 
@@ -234,7 +240,10 @@ impl Mapping {
                     .ok_or_else(|| format!("{}: key column {k} is not mapped", t.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Several sources of one v2 table keep their row positions apart.
+        let shared = self.file.tables.iter().filter(|x| x.name == t.name).count() > 1;
         Ok(TableDef {
+            scope: if shared { t.from.clone() } else { String::new() },
             schema: catalog.schema.clone(),
             name: catalog.name.clone(),
             columns,
@@ -258,6 +267,18 @@ impl Mapping {
             Operation::Delete => (ev.before.clone().or_else(|| Some(ev.key.clone())), None),
         };
         let mut out = Vec::with_capacity(2);
+        // A merge source removes its contribution, not the row.
+        let remove = |key: Vec<SqlValue>| -> Change {
+            if t.merge {
+                let mut values = vec![SqlValue::Null; def.columns.len()];
+                for (slot, v) in def.key.iter().zip(key) {
+                    values[*slot] = v;
+                }
+                Change::Upsert(values)
+            } else {
+                Change::Delete(key)
+            }
+        };
         let after_values = after.as_ref().map(|r| self.values(t, def, ev, r)).transpose()?;
         let after_key = after_values.as_ref().map(|v| key_values(def, v));
         if let Some(b) = &before {
@@ -268,7 +289,7 @@ impl Mapping {
                 out.push(RowWrite {
                     row_key: row_key(&old.iter().collect::<Vec<_>>()),
                     position: position.clone(),
-                    change: Change::Delete(old),
+                    change: remove(old),
                 });
             }
         } else if let (None, Some(key_row)) = (&after, &ev.after) {
@@ -277,7 +298,7 @@ impl Mapping {
             out.push(RowWrite {
                 row_key: row_key(&old.iter().collect::<Vec<_>>()),
                 position: position.clone(),
-                change: Change::Delete(old),
+                change: remove(old),
             });
         }
         if let (Some(values), Some(key)) = (after_values, after_key) {
@@ -486,6 +507,23 @@ fn filter_matches(f: &Filter, row: &Row) -> bool {
 /// Checks the file on its own: sources, lookups, keys.
 fn validate(file: &MappingFile) -> Vec<String> {
     let mut issues = Vec::new();
+    let mut owners: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for t in &file.tables {
+        let e = owners.entry(t.name.as_str()).or_default();
+        if t.merge {
+            e.1 += 1;
+        } else {
+            e.0 += 1;
+        }
+    }
+    for (name, (owned, merged)) in owners {
+        if owned != 1 && (owned > 1 || merged > 0) {
+            issues.push(format!(
+                "tables: v2 table {name} has {owned} owning entries; exactly one entry without \
+                 `merge = true` creates its rows, the others merge into them"
+            ));
+        }
+    }
     for (i, t) in file.tables.iter().enumerate() {
         let at = format!("tables[{i}] ({})", t.name);
         for k in t.key.as_slice() {
@@ -558,6 +596,7 @@ IsLegacy = { value = true }
             nullable: true,
         };
         TableDef {
+            scope: String::new(),
             schema: "v2".into(),
             name: "Patients".into(),
             columns: vec![
@@ -719,6 +758,58 @@ IsLegacy = { value = true }
         assert!(err.issues[0].contains("line"), "{:?}", err.issues);
         let err = m_projection_error();
         assert_eq!(err, "Patients.Nope: no such column in the v2 table");
+    }
+
+    #[test]
+    fn a_merge_source_fills_and_clears_its_columns_of_the_owners_row() {
+        let text = format!(
+            "{MAPPING}\n[[tables]]\nname = \"Patients\"\nfrom = \"contacts\"\nkey = \"Id\"\nmerge = true\n\
+             [tables.columns]\nId = {{ id_of = \"patients\", from = \"patient_id\" }}\n\
+             LastName = {{ from = \"name\", convert = \"trim\" }}\n"
+        );
+        let m = Mapping::from_toml_str(&text, "m.toml").unwrap();
+        let owner = m.projection(0, &catalog()).unwrap();
+        let merged = m.projection(1, &catalog()).unwrap();
+        assert_ne!(owner.id(), merged.id(), "each source keeps its own row positions");
+        assert_eq!(merged.id(), "v2.Patients@contacts");
+        let contact = Row(vec![
+            ("id".into(), Value::Int(50)),
+            ("patient_id".into(), Value::Int(7)),
+            ("name".into(), Value::Text(" X ".into())),
+        ]);
+        let mut ev = event(Operation::Insert, None, Some(contact.clone()));
+        ev.table = "contacts".into();
+        ev.key = Row(vec![("id".into(), Value::Int(50))]);
+        let w = m.apply(1, &merged, &ev).unwrap();
+        let patient = v2_id(
+            &m.file.namespace,
+            "pinpoint_alpha",
+            "patients",
+            &[&SqlValue::Int(7)],
+        );
+        assert_eq!(
+            w[0].change,
+            Change::Upsert(vec![
+                SqlValue::Uuid(*patient.as_bytes()),
+                SqlValue::Text("X".into())
+            ])
+        );
+        ev.op = Operation::Delete;
+        ev.before = Some(contact);
+        ev.after = None;
+        let w = m.apply(1, &merged, &ev).unwrap();
+        assert_eq!(
+            w[0].change,
+            Change::Upsert(vec![SqlValue::Uuid(*patient.as_bytes()), SqlValue::Null])
+        );
+        // Two owners of one v2 table are refused.
+        let two = text.replace("merge = true\n", "");
+        let err = Mapping::from_toml_str(&two, "m.toml").unwrap_err();
+        assert!(
+            err.issues.iter().any(|i| i.contains("has 2 owning entries")),
+            "{:?}",
+            err.issues
+        );
     }
 
     fn m_projection_error() -> String {
