@@ -96,6 +96,8 @@ pub struct ColumnMapping {
     #[serde(default)]
     pub tenant: bool,
     pub id_of: Option<String>,
+    /// A Rust hook registered by this name ([`super::hooks`]) computes the value.
+    pub hook: Option<String>,
 }
 
 /// A row filter: the v1 row matches when `column` equals `equals` (or is NULL
@@ -361,6 +363,10 @@ impl Mapping {
             column: column.to_owned(),
             reason,
         };
+        if let Some(name) = &spec.hook {
+            let hook = super::hooks::find(name).ok_or_else(|| fail(format!("no hook named {name:?}")))?;
+            return hook(row, &ev.tenant).map_err(fail);
+        }
         if spec.tenant {
             return match ty {
                 SqlType::Uuid => Uuid::parse_str(&ev.tenant)
@@ -535,11 +541,21 @@ fn validate(file: &MappingFile) -> Vec<String> {
             let sources = usize::from(c.value.is_some())
                 + usize::from(c.tenant)
                 + usize::from(c.id_of.is_some())
+                + usize::from(c.hook.is_some())
                 + usize::from(c.from.is_some() && c.id_of.is_none());
             if sources != 1 {
                 issues.push(format!(
-                    "{at}.columns.{name}: give exactly one of from, value, tenant, id_of"
+                    "{at}.columns.{name}: give exactly one of from, value, tenant, id_of, hook"
                 ));
+            }
+            if let Some(h) = &c.hook {
+                if super::hooks::find(h).is_none() {
+                    let known: Vec<&str> = super::hooks::HOOKS.iter().map(|(n, _)| *n).collect();
+                    issues.push(format!(
+                        "{at}.columns.{name}.hook: no hook named {h:?} (registered: {})",
+                        known.join(", ")
+                    ));
+                }
             }
             if let Some(l) = &c.lookup {
                 if !file.lookups.contains_key(l) {
@@ -587,6 +603,7 @@ IsActive = { from = "is_active", convert = "bit" }
 CreatedAt = { from = "created_at", convert = "local_to_utc" }
 Status = { from = "status", lookup = "status" }
 IsLegacy = { value = true }
+DisplayName = { hook = "full_name" }
 "#;
 
     fn catalog() -> TableDef {
@@ -609,6 +626,7 @@ IsLegacy = { value = true }
                 col("Status", SqlType::Text { max_chars: None }),
                 col("IsLegacy", SqlType::Bool),
                 col("V2Only", SqlType::Int),
+                col("DisplayName", SqlType::Text { max_chars: None }),
             ],
             key: vec![0],
         }
@@ -692,6 +710,11 @@ IsLegacy = { value = true }
         assert_eq!(get("IsActive"), &SqlValue::Bool(true));
         assert_eq!(get("Status"), &SqlValue::Text("Active".into()));
         assert_eq!(get("IsLegacy"), &SqlValue::Bool(true));
+        assert_eq!(
+            get("DisplayName"),
+            &SqlValue::Text("Núñez".into()),
+            "a Rust hook by name"
+        );
         // 09:30 CST = 15:30 UTC.
         let utc =
             (crate::source::convert::days_from_civil(2024, 1, 15) * 86_400 + 15 * 3600 + 30 * 60) * 1_000_000;
@@ -744,7 +767,8 @@ IsLegacy = { value = true }
                 "IsLegacy = { value = true }",
                 "IsLegacy = { value = true, tenant = true }",
             )
-            .replace("America/Chicago", "Mars/Olympus");
+            .replace("America/Chicago", "Mars/Olympus")
+            .replace("hook = \"full_name\"", "hook = \"fullname\"");
         let err = Mapping::from_toml_str(&bad, "m.toml").unwrap_err();
         let text = err.issues.join("\n");
         assert!(
@@ -753,6 +777,10 @@ IsLegacy = { value = true }
         );
         assert!(text.contains("columns.IsLegacy: give exactly one of"), "{text}");
         assert!(text.contains("timezone: \"Mars/Olympus\""), "{text}");
+        assert!(
+            text.contains("columns.DisplayName.hook: no hook named \"fullname\""),
+            "{text}"
+        );
         let typo = MAPPING.replace("convert = \"bit\"", "convert = \"bits\"");
         let err = Mapping::from_toml_str(&typo, "m.toml").unwrap_err();
         assert!(err.issues[0].contains("line"), "{:?}", err.issues);

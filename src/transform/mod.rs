@@ -3,5 +3,6 @@
 //! mapping mode build on these.
 
 pub mod convert;
+pub mod hooks;
 pub mod keys;
 pub mod mapping;
