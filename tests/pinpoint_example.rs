@@ -996,3 +996,180 @@ password = "${{CDC_BRIDGE_PG_PASSWORD}}"
     .unwrap();
     conn.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
 }
+
+/// Mapping mode on three tenants made by `cdc-bridge generate`: every mapped
+/// v2 table holds the v1 rows the mapping keeps, a sample of patients has the
+/// ids and names derived here independently, no event is dead-lettered, and
+/// the foreign keys, re-added after the initial sync, hold for every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_tenants_map_end_to_end() {
+    let p = Pipeline::new("pinpoint_gen", 1, "").await;
+    let pg = pg_client(&p.stack).await;
+    let prefix = format!("{}_g", p.prefix);
+    let tenants: Vec<String> = (1..=3).map(|k| format!("{prefix}{k:02}")).collect();
+
+    // v2 schema of the test's own, FKs off for the initial sync (see README.md).
+    let schema = format!("{}_v2", p.prefix);
+    let quoted = format!("\"{schema}\".");
+    let ddl = example_file("v2-postgres.sql")
+        .replace(
+            "SCHEMA IF NOT EXISTS v2",
+            &format!("SCHEMA IF NOT EXISTS \"{schema}\""),
+        )
+        .replace("\"v2\".", &quoted)
+        .replace("v2.", &quoted);
+    pg.batch_execute(&ddl).await.expect("v2-postgres.sql runs");
+    pg.batch_execute(&drop_foreign_keys_sql(&schema)).await.unwrap();
+    let mapping_path = p.config_dir.path().join("mapping.toml");
+    std::fs::write(
+        &mapping_path,
+        example_file("mapping.toml")
+            .replace("target_schema = \"v2\"", &format!("target_schema = \"{schema}\"")),
+    )
+    .unwrap();
+    let group = format!("{}-sink", p.prefix);
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    let include_line = config
+        .lines()
+        .find(|l| l.starts_with("include = "))
+        .unwrap()
+        .to_owned();
+    let mut config = config.replace(&include_line, &format!("include = [\"{prefix}%\"]"));
+    config.push_str(&format!(
+        r#"
+[sink]
+group_id = "{group}"
+mode = "mapping"
+mapping = "{mapping}"
+batch_max_wait_ms = 50
+
+[[sink.targets]]
+name = "pg"
+kind = "postgres"
+url = "{url}"
+password = "${{CDC_BRIDGE_PG_PASSWORD}}"
+"#,
+        mapping = mapping_path.display(),
+        url = p.stack.pg_url(),
+    ));
+    std::fs::write(&p.config_path, config).unwrap();
+
+    // v1: three generated tenants (codes and PHP-serialized columns from the mapping).
+    let s = &p.stack;
+    let mut env = s.child_env();
+    env.push((
+        "CDC_BRIDGE_GENERATE_URL",
+        format!(
+            "mysql://{}:{}@{}:{}",
+            s.mysql_admin_user, s.mysql_admin_password, s.mysql_host, s.mysql_port
+        ),
+    ));
+    let schema_file = example_dir().join("v1-schema.sql");
+    let out = common::cdc_bridge(
+        &[
+            "generate",
+            "--config",
+            common::path_str(&p.config_path),
+            "--prefix",
+            &prefix,
+            "--tenants",
+            "3",
+            "--scale",
+            "30",
+            "--seed",
+            "11",
+            "--schema",
+            common::path_str(&schema_file),
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Expected v2 row counts: every v1 row, less the patients `skip_if` drops.
+    let mapping = load_mapping();
+    let mut conn = p.admin().await;
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for t in &mapping.file.tables {
+        let mut n = 0i64;
+        for db in &tenants {
+            let filter = if t.skip_if.is_empty() {
+                ""
+            } else {
+                " WHERE deleted = 0"
+            };
+            let c: i64 = conn
+                .query_first(format!("SELECT COUNT(*) FROM `{db}`.`{}`{filter}", t.from))
+                .await
+                .unwrap()
+                .unwrap();
+            n += c;
+        }
+        expected.insert(t.name.clone(), n);
+    }
+    assert!(expected["Patients"] > 0 && expected["AssessmentAnswers"] > expected["Patients"]);
+
+    let source = p.start_source(&[]);
+    let mut sink = BridgeProcess::spawn_command("sink", &p.config_path, &p.stack.child_env(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut actual = BTreeMap::new();
+        for table in expected.keys() {
+            let n: i64 = pg
+                .query_one(&format!(r#"SELECT count(*) FROM "{schema}"."{table}""#), &[])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(-1);
+            actual.insert(table.clone(), n);
+        }
+        if actual == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v2 row counts differ:\nexpected {expected:#?}\nactual {actual:#?}\n--- sink\n{}",
+            sink.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = sink.log_text();
+    assert!(!log.contains("dead-letter"), "no event was dead-lettered:\n{log}");
+
+    // A sample of patients: ids and names derived here, from v1.
+    for db in &tenants {
+        let rows: Vec<(u64, Option<String>)> = conn
+            .query(format!(
+                "SELECT id, NULLIF(TRIM(last_name), '') FROM `{db}`.patients WHERE deleted = 0 ORDER BY id LIMIT 5"
+            ))
+            .await
+            .unwrap();
+        for (id, last) in rows {
+            let row = pg
+                .query_one(
+                    &format!(r#"SELECT "Id"::text, "LastName", "TenantId" FROM "{schema}"."Patients" WHERE "Id"::text = $1"#),
+                    &[&expected_id(db, "patients", id as i64)],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("patient {id} of {db}: {e}"));
+            assert_eq!(row.get::<_, Option<String>>(1), last, "patient {id} of {db}");
+            assert_eq!(row.get::<_, String>(2), *db);
+        }
+    }
+
+    // The foreign keys go back on: PostgreSQL checks every row.
+    pg.batch_execute(RESTORE_FOREIGN_KEYS)
+        .await
+        .unwrap_or_else(|e| panic!("re-adding the v2 foreign keys: {e:?}"));
+
+    sink.terminate();
+    drop(source);
+    pg.batch_execute(&format!(
+        r#"DROP SCHEMA "{schema}" CASCADE;
+           DELETE FROM cdc_bridge.row_positions WHERE starts_with(table_id, '{schema}.');
+           DELETE FROM cdc_bridge.sink_offsets WHERE consumer_group = '{group}';"#
+    ))
+    .await
+    .unwrap();
+    for db in &tenants {
+        conn.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
+    }
+}
