@@ -1160,7 +1160,62 @@ password = "${{CDC_BRIDGE_PG_PASSWORD}}"
         .await
         .unwrap_or_else(|e| panic!("re-adding the v2 foreign keys: {e:?}"));
 
+    // Empty v2 and re-apply the topic from offset 0: the very same ids.
+    let ids = || async {
+        let mut out = BTreeMap::new();
+        for t in expected.keys() {
+            let rows = pg
+                .query(
+                    &format!(r#"SELECT "Id"::text FROM "{schema}"."{t}" ORDER BY 1"#),
+                    &[],
+                )
+                .await
+                .unwrap();
+            out.insert(
+                t.clone(),
+                rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(),
+            );
+        }
+        out
+    };
+    let before = ids().await;
     sink.terminate();
+    // Off again for the second initial sync (the saved definitions stay in pinpoint_fks).
+    pg.batch_execute(
+        r#"DO $$ DECLARE r record; BEGIN
+             FOR r IN SELECT * FROM pinpoint_fks LOOP
+               EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
+             END LOOP;
+           END $$;"#,
+    )
+    .await
+    .unwrap();
+    let mut wipe = String::new();
+    for t in expected.keys() {
+        wipe.push_str(&format!(r#"TRUNCATE "{schema}"."{t}" CASCADE;"#));
+    }
+    pg.batch_execute(&format!(
+        r#"{wipe}
+           DELETE FROM cdc_bridge.row_positions WHERE starts_with(table_id, '{schema}.');
+           DELETE FROM cdc_bridge.sink_offsets WHERE consumer_group = '{group}';"#
+    ))
+    .await
+    .unwrap();
+    let again = BridgeProcess::spawn_command("sink", &p.config_path, &p.stack.child_env(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let now = ids().await;
+        if now == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "re-applied ids differ:\n{}",
+            again.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(again);
     drop(source);
     pg.batch_execute(&format!(
         r#"DROP SCHEMA "{schema}" CASCADE;
