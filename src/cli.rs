@@ -189,8 +189,12 @@ pub enum MappingAction {
         #[arg(long)]
         table: String,
         /// The v1 row as a JSON object (values read with the v1 column types).
+        #[arg(long, required_unless_present = "key", conflicts_with = "key")]
+        row: Option<String>,
+        /// Or: the primary-key value of a row to read from v1 (in `--tenant`'s
+        /// database, default the first selected one).
         #[arg(long)]
-        row: String,
+        key: Option<String>,
         /// The tenant id to derive v2 ids with (default: the first selected tenant database).
         #[arg(long)]
         tenant: Option<String>,
@@ -386,12 +390,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config,
                 table,
                 row,
+                key,
                 tenant,
             } => {
                 let cfg = load(&config)?;
+                let input = match (&row, &key) {
+                    (Some(r), _) => ops::mapping::PreviewRow::Json(r),
+                    (None, Some(k)) => ops::mapping::PreviewRow::Key(k),
+                    (None, None) => anyhow::bail!("give --row or --key"),
+                };
                 println!(
                     "{}",
-                    ops::mapping::preview(&cfg, &table, &row, tenant.as_deref()).await?
+                    ops::mapping::preview(&cfg, &table, input, tenant.as_deref()).await?
                 );
                 Ok(ExitCode::SUCCESS)
             }

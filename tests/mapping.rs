@@ -452,6 +452,27 @@ async fn mapping_check_and_preview_explain_before_anything_runs() {
     assert_eq!(v2["Preferences"], serde_json::json!(["tea"]));
     // 01:30 on the autumn overlap, "earlier": CDT, 06:30 UTC.
     assert_eq!(v2["CreatedAtUtc"], "2024-11-03T06:30:00.000000Z");
+    // Preview of a row read from v1 by its key, exactly as the snapshot reads it.
+    let shown = common::cdc_bridge(
+        &[
+            "mapping", "preview", "--config", &config, "--table", "patients", "--key", "1",
+        ],
+        &env,
+    );
+    let out = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tenant = &p.databases[0];
+    assert_eq!(
+        rows[0]["row"]["Id"],
+        expected_id(tenant, "patients", 1).to_string()
+    );
+    assert_eq!(rows[0]["row"]["LastName"], "Müller");
+    assert_eq!(rows[0]["row"]["CreatedAtUtc"], "2024-01-15T15:30:00.000000Z");
     pg.batch_execute(&format!(r#"DROP SCHEMA "{schema}" CASCADE"#))
         .await
         .unwrap();

@@ -250,31 +250,91 @@ fn json_value(column: &str, data_type: Option<&str>, v: &serde_json::Value) -> a
     })
 }
 
-/// The v2 rows (as JSON) that `row` of v1 `table` becomes in tenant `tenant`.
+/// Where the previewed v1 row comes from.
+pub enum PreviewRow<'a> {
+    /// A JSON object, read with the v1 column types where the source is reachable.
+    Json(&'a str),
+    /// The row with this primary-key value, read from v1 (the tenant's database).
+    Key(&'a str),
+}
+
+/// Reads the row of `table` whose single-column primary key is `key` from `db`,
+/// exactly as the snapshot reads rows.
+async fn read_v1_row(config: &Config, db: &str, schema: &TableSchema, key: &str) -> anyhow::Result<Row> {
+    let source = config
+        .source
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--key reads v1: the configuration has no [source]"))?;
+    let [pk] = schema.primary_key.as_slice() else {
+        anyhow::bail!("--key needs a table with a one-column primary key; give the row with --row");
+    };
+    let mut conn = mysql_async::Conn::new(crate::source::mysql_opts(source)?).await?;
+    conn.query_drop("SET SESSION time_zone = '+00:00', SESSION character_set_results = NULL")
+        .await?;
+    let cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| crate::source::schema::quote_ident(&c.name))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {}.{} WHERE {} = ?",
+        cols.join(", "),
+        crate::source::schema::quote_ident(db),
+        crate::source::schema::quote_ident(&schema.table),
+        crate::source::schema::quote_ident(pk)
+    );
+    let row: Option<mysql_async::Row> = conn.exec_first(sql, (key,)).await?;
+    let row = row.ok_or_else(|| anyhow::anyhow!("{db}.{}: no row with {pk} = {key}", schema.table))?;
+    Ok(Row(schema
+        .columns
+        .iter()
+        .zip(row.unwrap())
+        .map(|(c, v)| Ok((c.name.clone(), crate::source::convert::from_snapshot(c, v)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?))
+}
+
+/// The v2 rows (as JSON) that a v1 row of `table` becomes in tenant `tenant`.
 pub async fn preview(
     config: &Config,
     table: &str,
-    row_json: &str,
+    input: PreviewRow<'_>,
     tenant: Option<&str>,
 ) -> anyhow::Result<String> {
     let path = mapping_path(config)?;
     let mapping = Mapping::load(Path::new(path))?;
-    let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(row_json).map_err(|e| anyhow::anyhow!("--row is not a JSON object: {e}"))?;
-    let v1 = v1_catalog(config).await.ok().flatten();
+    let v1 = match input {
+        PreviewRow::Key(_) => v1_catalog(config).await?,
+        PreviewRow::Json(_) => v1_catalog(config).await.ok().flatten(),
+    };
     let schema = v1
         .as_ref()
         .and_then(|(_, tables)| tables.iter().find(|t| t.table == table).cloned());
-    let row = Row(object
-        .iter()
-        .map(|(k, v)| {
-            let ty = schema
+    let row = match input {
+        PreviewRow::Json(row_json) => {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(row_json)
+                .map_err(|e| anyhow::anyhow!("--row is not a JSON object: {e}"))?;
+            Row(object
+                .iter()
+                .map(|(k, v)| {
+                    let ty = schema
+                        .as_ref()
+                        .and_then(|s| s.column(k))
+                        .map(|c| c.data_type.as_str());
+                    Ok((k.clone(), json_value(k, ty, v)?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?)
+        }
+        PreviewRow::Key(key) => {
+            let (db, _) = v1.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("--key reads v1, but no selected tenant database was found")
+            })?;
+            let db = tenant.unwrap_or(db);
+            let schema = schema
                 .as_ref()
-                .and_then(|s| s.column(k))
-                .map(|c| c.data_type.as_str());
-            Ok((k.clone(), json_value(k, ty, v)?))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?);
+                .ok_or_else(|| anyhow::anyhow!("v1 table {table} does not exist"))?;
+            read_v1_row(config, db, schema, key).await?
+        }
+    };
     let key_names: Vec<String> = schema
         .as_ref()
         .map(|s| s.primary_key.clone())
