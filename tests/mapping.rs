@@ -101,7 +101,7 @@ async fn v1_rows(conn: &mut mysql_async::Conn, db: &str) {
            last_name VARCHAR(60), dob DATE NOT NULL DEFAULT '0000-00-00', is_active TINYINT(1) NOT NULL, \
            status CHAR(1) NOT NULL, prefs TEXT, created_at DATETIME NOT NULL, deleted TINYINT(1) NOT NULL DEFAULT 0); \
          CREATE TABLE `{db}`.patient_contacts (id INT PRIMARY KEY, patient_id INT NOT NULL, phone VARCHAR(30)); \
-         INSERT INTO `{db}`.patient_contacts VALUES (1, 1, ' 555-0101 '), (2, 2, '555-0202'); \
+         INSERT INTO `{db}`.patient_contacts VALUES (1, 1, ' 555-0101 '), (2, 2, '555-0202'), (3, 3, '555-0303'); \
          INSERT INTO `{db}`.facilities VALUES (1, ' Riverside '), (2, 'Maple'); \
          INSERT INTO `{db}`.patients VALUES \
            (1, 1, 'Müller', '1941-03-07', 1, 'A', 'a:1:{{s:4:\"lang\";s:2:\"de\";}}', '2024-01-15 09:30:00', 0), \
@@ -282,6 +282,9 @@ async fn mapping_mode_writes_v2_rows_with_stable_ids() {
         None,
         "the owner's (soft) delete removes the row: {phones:?}"
     );
+    // Patient 3 is soft-deleted from the start: its contact creates no partial row.
+    assert_eq!(phone(a, 3), None, "{phones:?}");
+    assert_eq!(phone(b, 3), None, "{phones:?}");
 
     // Every foreign key resolves; only mapped columns were written.
     let orphans: i64 = pg

@@ -169,6 +169,8 @@ pub struct Sink<T: Target> {
     /// Mapping mode: the mapping, and per mapped v2 table the columns written.
     mapping: Option<crate::transform::mapping::Mapping>,
     projections: HashMap<usize, TableDef>,
+    /// Merge sources' table ids → their owner's definition (whose tombstones they respect).
+    merge_owners: HashMap<String, TableDef>,
     parts: BTreeMap<i32, Part>,
 }
 
@@ -310,6 +312,7 @@ impl<T: Target> Sink<T> {
             ensured: HashSet::new(),
             mapping,
             projections: HashMap::new(),
+            merge_owners: HashMap::new(),
             parts: BTreeMap::new(),
         })
     }
@@ -628,12 +631,13 @@ impl<T: Target> Sink<T> {
                             "v2 table {schema}.{name} named by the mapping does not exist in the target"
                         )))
                     })?;
-                let projection = self
-                    .mapping
-                    .as_ref()
-                    .expect("mapping mode")
-                    .projection(i, &catalog)
-                    .map_err(|e| TransformFailure::Target(TargetError::fatal(format!("mapping: {e}"))))?;
+                let mapping = self.mapping.as_ref().expect("mapping mode");
+                let fatal = |e: String| TransformFailure::Target(TargetError::fatal(format!("mapping: {e}")));
+                let projection = mapping.projection(i, &catalog).map_err(fatal)?;
+                if let Some(owner) = mapping.owner_of(i) {
+                    let owner_def = mapping.projection(owner, &catalog).map_err(fatal)?;
+                    self.merge_owners.insert(projection.id(), owner_def);
+                }
                 self.projections.insert(i, projection);
             }
             let def = self.projections[&i].clone();
@@ -801,6 +805,7 @@ impl<T: Target> Sink<T> {
                 })
             })
             .collect();
+        let owners = self.merge_owners.clone();
         let t = &mut self.target;
         let name = self.target_cfg.name.clone();
         let err = |error| SinkError::Target {
@@ -817,7 +822,13 @@ impl<T: Target> Sink<T> {
             return Ok(Outcome::Fenced);
         }
         let mut skipped = 0usize;
-        for (id, (def, writes)) in tables {
+        for (id, (def, mut writes)) in tables {
+            if let Some(owner) = owners.get(&id) {
+                // A merge source never brings back a row its owner deleted.
+                let keys: Vec<&str> = writes.iter().map(|w| w.row_key.as_str()).collect();
+                let gone = t.deleted_rows(owner, &keys).await.map_err(err)?;
+                writes.retain(|w| !gone.contains(&w.row_key));
+            }
             let keys: Vec<&str> = writes.iter().map(|w| w.row_key.as_str()).collect();
             let stored = t.stored_positions(&def, &keys).await.map_err(err)?;
             let guarded = apply::guard(writes, &stored);

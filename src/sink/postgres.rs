@@ -759,6 +759,23 @@ impl Target for PostgresTarget {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    async fn deleted_rows(
+        &mut self,
+        table: &TableDef,
+        row_keys: &[&str],
+    ) -> Result<std::collections::HashSet<String>, TargetError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT row_key FROM cdc_bridge.row_positions \
+                 WHERE table_id = $1 AND row_key = ANY($2) AND deleted",
+                &[&table.id(), &row_keys],
+            )
+            .await
+            .map_err(|e| classify(&format!("read tombstones of {}", table.id()), e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn write(&mut self, def: &TableDef, writes: &[RowWrite]) -> Result<(), TargetError> {
         if writes.is_empty() {
             return Ok(());

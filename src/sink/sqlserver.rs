@@ -616,6 +616,9 @@ pub fn row_hash(row_key: &str) -> [u8; 32] {
 // Bookkeeping statements
 
 /// The next offset per partition of a group and topic (`@P1`, `@P2`).
+/// A row's stored position and whether it is a tombstone.
+type StoredRow = (Vec<u8>, bool);
+
 /// One row of [`describe_table_sql`]: name, data type, length, precision,
 /// scale, nullable, primary-key ordinal.
 type CatalogColumn = (
@@ -776,7 +779,7 @@ pub fn record_progress_sql(count: usize) -> String {
 /// the row hashes), locked until the transaction ends.
 pub fn stored_positions_sql(count: usize) -> String {
     format!(
-        "SELECT [row_hash], [position] FROM {} WITH (UPDLOCK, HOLDLOCK, ROWLOCK) \
+        "SELECT [row_hash], [position], [deleted] FROM {} WITH (UPDLOCK, HOLDLOCK, ROWLOCK) \
          WHERE [table_id] = @P1 AND [row_hash] IN ({});",
         bookkeeping("row_positions"),
         Query::placeholders(2, count)
@@ -1320,6 +1323,50 @@ impl std::fmt::Debug for SqlServerTarget {
 }
 
 impl SqlServerTarget {
+    /// Position and tombstone flag of each of these rows that has them.
+    async fn row_positions(
+        &mut self,
+        table: &TableDef,
+        row_keys: &[&str],
+    ) -> Result<HashMap<String, StoredRow>, TargetError> {
+        let table_id = table.id();
+        let mut by_hash: HashMap<[u8; 32], &str> = HashMap::with_capacity(row_keys.len());
+        for key in row_keys {
+            by_hash.insert(row_hash(key), *key);
+        }
+        let hashes: Vec<[u8; 32]> = by_hash.keys().copied().collect();
+        let mut positions = HashMap::new();
+        for chunk in hashes.chunks(MAX_PARAMS - 1) {
+            let mut query = Query::new(stored_positions_sql(chunk.len()));
+            query.bind(table_id.as_str());
+            for hash in chunk {
+                query.bind(ColumnData::Binary(Some(Cow::Borrowed(hash.as_slice()))));
+            }
+            let rows = self.query("stored_positions", &table_id, query).await?;
+            for row in &rows {
+                let read = || -> tiberius::Result<Option<(&[u8], StoredRow)>> {
+                    match (row.try_get::<&[u8], _>(0)?, row.try_get::<&[u8], _>(1)?) {
+                        (Some(hash), Some(position)) => {
+                            let deleted = row.try_get::<bool, _>(2)?.unwrap_or(false);
+                            Ok(Some((hash, (position.to_vec(), deleted))))
+                        }
+                        _ => Ok(None),
+                    }
+                };
+                match read() {
+                    Ok(Some((hash, position))) => {
+                        if let Some(key) = <[u8; 32]>::try_from(hash).ok().and_then(|h| by_hash.get(&h)) {
+                            positions.insert((*key).to_owned(), position);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(self.failed("stored_positions", &table_id, e)),
+                }
+            }
+        }
+        Ok(positions)
+    }
+
     async fn open_session(cfg: &TargetConfig) -> Result<SqlServerClient, TargetError> {
         let mut client = connect_client(cfg).await?;
         run_batch(&mut client, SESSION_SQL)
@@ -1600,39 +1647,26 @@ impl Target for SqlServerTarget {
         table: &TableDef,
         row_keys: &[&str],
     ) -> Result<HashMap<String, Vec<u8>>, TargetError> {
-        let table_id = table.id();
-        let mut by_hash: HashMap<[u8; 32], &str> = HashMap::with_capacity(row_keys.len());
-        for key in row_keys {
-            by_hash.insert(row_hash(key), *key);
-        }
-        let hashes: Vec<[u8; 32]> = by_hash.keys().copied().collect();
-        let mut positions = HashMap::new();
-        for chunk in hashes.chunks(MAX_PARAMS - 1) {
-            let mut query = Query::new(stored_positions_sql(chunk.len()));
-            query.bind(table_id.as_str());
-            for hash in chunk {
-                query.bind(ColumnData::Binary(Some(Cow::Borrowed(hash.as_slice()))));
-            }
-            let rows = self.query("stored_positions", &table_id, query).await?;
-            for row in &rows {
-                let read = || -> tiberius::Result<Option<(&[u8], Vec<u8>)>> {
-                    match (row.try_get::<&[u8], _>(0)?, row.try_get::<&[u8], _>(1)?) {
-                        (Some(hash), Some(position)) => Ok(Some((hash, position.to_vec()))),
-                        _ => Ok(None),
-                    }
-                };
-                match read() {
-                    Ok(Some((hash, position))) => {
-                        if let Some(key) = <[u8; 32]>::try_from(hash).ok().and_then(|h| by_hash.get(&h)) {
-                            positions.insert((*key).to_owned(), position);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(self.failed("stored_positions", &table_id, e)),
-                }
-            }
-        }
-        Ok(positions)
+        Ok(self
+            .row_positions(table, row_keys)
+            .await?
+            .into_iter()
+            .map(|(key, (position, _))| (key, position))
+            .collect())
+    }
+
+    async fn deleted_rows(
+        &mut self,
+        table: &TableDef,
+        row_keys: &[&str],
+    ) -> Result<HashSet<String>, TargetError> {
+        Ok(self
+            .row_positions(table, row_keys)
+            .await?
+            .into_iter()
+            .filter(|(_, (_, deleted))| *deleted)
+            .map(|(key, _)| key)
+            .collect())
     }
 
     async fn write(&mut self, table: &TableDef, writes: &[RowWrite]) -> Result<(), TargetError> {

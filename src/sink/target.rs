@@ -280,6 +280,13 @@ pub trait Target: Send {
         row_keys: &[&str],
     ) -> Result<HashMap<String, Vec<u8>>, TargetError>;
 
+    /// Which of these rows of `table` are deleted (have a tombstone).
+    async fn deleted_rows(
+        &mut self,
+        table: &TableDef,
+        row_keys: &[&str],
+    ) -> Result<std::collections::HashSet<String>, TargetError>;
+
     /// Applies the writes (one per row key) and stores their positions.
     async fn write(&mut self, table: &TableDef, writes: &[RowWrite]) -> Result<(), TargetError>;
 

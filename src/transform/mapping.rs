@@ -218,6 +218,14 @@ impl Mapping {
         &self.file.tables[i]
     }
 
+    /// For a merge entry, the entry that owns the rows of its v2 table.
+    pub fn owner_of(&self, i: usize) -> Option<usize> {
+        let t = &self.file.tables[i];
+        t.merge
+            .then(|| self.file.tables.iter().position(|o| o.name == t.name && !o.merge))
+            .flatten()
+    }
+
     /// The columns of the catalog's v2 table this mapping writes, in the
     /// mapping's order, as the definition writes use.
     pub fn projection(&self, i: usize, catalog: &TableDef) -> Result<TableDef, String> {
