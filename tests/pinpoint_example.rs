@@ -761,7 +761,7 @@ const RESTORE_FOREIGN_KEYS: &str = r#"DO $$ DECLARE r record; BEGIN
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_loads_and_maps_end_to_end() {
-    let p = Pipeline::new("pinpoint", 1, "").await;
+    let p = Pipeline::new("ppexample", 1, "").await;
     let db = p.databases[0].clone();
     let pg = pg_client(&p.stack).await;
 
@@ -1003,7 +1003,7 @@ password = "${{CDC_BRIDGE_PG_PASSWORD}}"
 /// the foreign keys, re-added after the initial sync, hold for every row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_tenants_map_end_to_end() {
-    let p = Pipeline::new("pinpoint_gen", 1, "").await;
+    let p = Pipeline::new("ppexample_gen", 1, "").await;
     let pg = pg_client(&p.stack).await;
     let prefix = format!("{}_g", p.prefix);
     let tenants: Vec<String> = (1..=3).map(|k| format!("{prefix}{k:02}")).collect();
