@@ -246,6 +246,11 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(&arg.config)?)
 }
 
+/// Loads requiring only the secrets of the sections the command uses.
+fn load_for(arg: &ConfigArg, uses: crate::config::Uses) -> anyhow::Result<Config> {
+    Ok(Config::load_for(&arg.config, uses)?)
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { config, offline } => {
@@ -267,7 +272,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             resnapshot,
             metrics_listen,
         } => {
-            let cfg = load(&config)?;
+            let cfg = load_for(&config, crate::config::Uses::SOURCE)?;
             let source = cfg.source.as_ref().ok_or_else(|| {
                 anyhow::anyhow!(
                     "{}: the configuration has no [source] section",
@@ -285,7 +290,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             target,
             metrics_listen,
         } => {
-            let cfg = load(&config)?;
+            let cfg = load_for(&config, crate::config::Uses::SINK)?;
             ops::metrics::install(metrics_listen.as_deref().unwrap_or(&cfg.metrics.listen))?;
             crate::sink::run(&cfg, target.as_deref(), shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -474,15 +474,52 @@ fn default_metrics_listen() -> String {
     "127.0.0.1:9464".to_owned()
 }
 
+/// Which sections' secrets a command needs resolved. A secret of another
+/// section that is unavailable here (its variable unset, its file absent) is
+/// left unresolved, so a source process needs no target password and a sink
+/// no MySQL password; a malformed reference is refused everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uses {
+    pub source: bool,
+    pub sink: bool,
+}
+
+impl Uses {
+    pub const ALL: Uses = Uses {
+        source: true,
+        sink: true,
+    };
+    pub const SOURCE: Uses = Uses {
+        source: true,
+        sink: false,
+    };
+    pub const SINK: Uses = Uses {
+        source: false,
+        sink: true,
+    };
+}
+
+/// Keeps a secret-resolution error unless the secret is of an unused section
+/// and merely unavailable in this process.
+fn secret_issue(used: bool, error: String) -> Option<String> {
+    let unavailable = error.contains(" is not set") || error.contains("cannot read secret file");
+    (used || !unavailable).then_some(error)
+}
+
 impl Config {
     /// Reads, parses, validates and resolves the file at `path` with the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, Uses::ALL)
+    }
+
+    /// [`Config::load`] requiring only the secrets of the sections `uses` names.
+    pub fn load_for(path: &Path, uses: Uses) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             origin: origin.clone(),
             issues: vec![format!("cannot read the configuration file: {e}")],
         })?;
-        Config::from_toml_str(&text, &origin, &|name| std::env::var(name).ok())
+        Config::from_toml_str_for(&text, &origin, &|name| std::env::var(name).ok(), uses)
     }
 
     /// Parses and validates `text`; `env` looks up environment variables for `${ENV}` secrets.
@@ -491,12 +528,22 @@ impl Config {
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Config::from_toml_str_for(text, origin, env, Uses::ALL)
+    }
+
+    /// [`Config::from_toml_str`] requiring only the secrets of the sections `uses` names.
+    pub fn from_toml_str_for(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        uses: Uses,
+    ) -> Result<Config, ConfigError> {
         let fail = |issues: Vec<String>| ConfigError {
             origin: origin.to_owned(),
             issues,
         };
         let mut config: Config = parse_toml(text, origin)?;
-        let issues = config.validate_and_resolve(env);
+        let issues = config.validate_and_resolve(env, uses);
         if issues.is_empty() {
             Ok(config)
         } else {
@@ -504,7 +551,7 @@ impl Config {
         }
     }
 
-    fn validate_and_resolve(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    fn validate_and_resolve(&mut self, env: &dyn Fn(&str) -> Option<String>, uses: Uses) -> Vec<String> {
         let mut issues = Vec::new();
         if let Some(source) = &mut self.source {
             if source.name.trim().is_empty() {
@@ -514,7 +561,7 @@ impl Config {
                 issues.push(e);
             }
             if let Err(e) = source.password.resolve("source.password", env) {
-                issues.push(e);
+                issues.extend(secret_issue(uses.source, e));
             }
             if source.server_id == 0 {
                 issues.push("source.server_id: must be non-zero".to_owned());
@@ -619,7 +666,7 @@ impl Config {
                     .password
                     .resolve(&format!("sink.targets[{i}].password"), env)
                 {
-                    issues.push(e);
+                    issues.extend(secret_issue(uses.sink, e));
                 }
             }
         }

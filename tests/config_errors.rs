@@ -79,6 +79,22 @@ fn a_missing_secret_env_names_key_and_variable() {
 }
 
 #[test]
+fn a_process_needs_only_the_secrets_of_its_own_sections() {
+    use cdc_bridge::config::{Config, Uses};
+    let env = |name: &str| (name == "MYSQL_PW").then(|| "m".to_owned());
+    let text = VALID.to_owned();
+    // The source runs without the target's password in its environment...
+    let cfg = Config::from_toml_str_for(&text, "t.toml", &env, Uses::SOURCE).expect("source config");
+    assert_eq!(cfg.source.unwrap().password.expose(), "m");
+    // ...the sink does not, and a literal secret is refused for every process.
+    let err = Config::from_toml_str_for(&text, "t.toml", &env, Uses::SINK).unwrap_err();
+    assert!(err.to_string().contains("sink.targets[0].password"), "{err}");
+    let literal = VALID.replace("${PG_PW}", "hunter2");
+    let err = Config::from_toml_str_for(&literal, "t.toml", &env, Uses::SOURCE).unwrap_err();
+    assert!(err.to_string().contains("sink.targets[0].password"), "{err}");
+}
+
+#[test]
 fn a_literal_secret_is_refused() {
     let text = VALID.replace("${MYSQL_PW}", "hunter2");
     let err = parse(&text).expect_err("literal secret").to_string();
