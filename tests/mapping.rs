@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::pipeline::{BridgeProcess, Pipeline};
-use common::sink::pg_client;
+use common::sink::{add_sink, dead_letters, pg_client};
 use mysql_async::prelude::Queryable;
-use rdkafka::message::{Headers, Message};
 use uuid::Uuid;
 
 const NAMESPACE: &str = "6f1c2a64-2a43-4f3e-9d7e-1c5b1b7a0001";
@@ -140,26 +139,11 @@ async fn setup(name: &str, tenants: usize) -> (Pipeline, String, String, std::pa
     pg.batch_execute(&v2_ddl(&schema)).await.unwrap();
     let mapping_path = p.config_dir.path().join("mapping.toml");
     std::fs::write(&mapping_path, mapping_toml(&schema)).unwrap();
-    let group = format!("{}-sink", p.prefix);
-    let mut text = std::fs::read_to_string(&p.config_path).unwrap();
-    text.push_str(&format!(
-        r#"
-[sink]
-group_id = "{group}"
-mode = "mapping"
-mapping = "{mapping}"
-batch_max_wait_ms = 50
-
-[[sink.targets]]
-name = "pg"
-kind = "postgres"
-url = "{url}"
-password = "${{CDC_BRIDGE_PG_PASSWORD}}"
-"#,
-        mapping = mapping_path.display(),
-        url = p.stack.pg_url(),
-    ));
-    std::fs::write(&p.config_path, text).unwrap();
+    let sink = add_sink(
+        &p,
+        &format!("mode = \"mapping\"\nmapping = \"{}\"", mapping_path.display()),
+    );
+    let group = sink.group;
     (p, schema, group, mapping_path)
 }
 
@@ -308,36 +292,11 @@ async fn mapping_mode_writes_v2_rows_with_stable_ids() {
 
     // The rejected row is in the dead-letter topic with table, key, position and reason.
     let kafka = p.kafka();
-    let dead = tokio::task::spawn_blocking(move || {
-        let reader = cdc_bridge::transport::reader::TopicReader::open(
-            &kafka,
-            &kafka.dead_letter_topic(),
-            cdc_bridge::transport::reader::StartAt::Beginning,
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        reader
-            .read_to_end(Duration::from_secs(30), |m| {
-                let headers: BTreeMap<String, String> = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(headers);
-            })
-            .unwrap();
-        out
-    })
-    .await
-    .unwrap();
+    let dead: Vec<BTreeMap<String, String>> = dead_letters(&kafka)
+        .await
+        .into_iter()
+        .map(|(_, headers)| headers)
+        .collect();
     let record = dead
         .iter()
         .find(|h| h.get("cdc_bridge.stage").map(String::as_str) == Some("transform"))

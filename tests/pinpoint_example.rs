@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cdc_bridge::sink::target::SqlType;
 use cdc_bridge::transform::mapping::{ColumnMapping, Convert, Mapping};
 use common::pipeline::{BridgeProcess, Pipeline};
-use common::sink::pg_client;
+use common::sink::{add_sink, pg_client};
 use mysql_async::prelude::Queryable;
 use uuid::Uuid;
 
@@ -759,6 +759,37 @@ const RESTORE_FOREIGN_KEYS: &str = r#"DO $$ DECLARE r record; BEGIN
       END LOOP;
     END $$;"#;
 
+/// The example's v2 schema and mapping moved to a schema of the test's own,
+/// its foreign keys dropped for the initial sync (saved in `pinpoint_fks`, as
+/// README.md describes), and a `[sink]` in mapping mode: (v2 schema, group).
+async fn example_v2(p: &Pipeline, pg: &tokio_postgres::Client) -> (String, String) {
+    let schema = format!("{}_v2", p.prefix);
+    let quoted = format!("\"{schema}\".");
+    let ddl = example_file("v2-postgres.sql")
+        .replace(
+            "SCHEMA IF NOT EXISTS v2",
+            &format!("SCHEMA IF NOT EXISTS \"{schema}\""),
+        )
+        .replace("\"v2\".", &quoted)
+        .replace("v2.", &quoted);
+    pg.batch_execute(&ddl).await.expect("v2-postgres.sql runs");
+    pg.batch_execute(&drop_foreign_keys_sql(&schema)).await.unwrap();
+    let mapping_text = example_file("mapping.toml");
+    let target = "target_schema = \"v2\"";
+    assert!(mapping_text.contains(target));
+    let mapping_path = p.config_dir.path().join("mapping.toml");
+    std::fs::write(
+        &mapping_path,
+        mapping_text.replace(target, &format!("target_schema = \"{schema}\"")),
+    )
+    .unwrap();
+    let sink = add_sink(
+        p,
+        &format!("mode = \"mapping\"\nmapping = \"{}\"", mapping_path.display()),
+    );
+    (schema, sink.group)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_loads_and_maps_end_to_end() {
     let p = Pipeline::new("ppexample", 1, "").await;
@@ -772,56 +803,15 @@ async fn the_example_loads_and_maps_end_to_end() {
     run_mysql(&mut conn, SEED).await;
 
     // v2: the example DDL and mapping, moved to a schema of this test's own.
-    let schema = format!("{}_v2", p.prefix);
-    let quoted = format!("\"{schema}\".");
-    let ddl = example_file("v2-postgres.sql")
-        .replace(
-            "SCHEMA IF NOT EXISTS v2",
-            &format!("SCHEMA IF NOT EXISTS \"{schema}\""),
-        )
-        .replace("\"v2\".", &quoted)
-        .replace("v2.", &quoted);
-    pg.batch_execute(&ddl).await.expect("v2-postgres.sql runs");
     // The snapshot arrives table by table in name order, over several batches
     // (children before parents): the initial sync runs without the FKs.
-    pg.batch_execute(&drop_foreign_keys_sql(&schema)).await.unwrap();
+    let (schema, group) = example_v2(&p, &pg).await;
     let saved_fks: i64 = pg
         .query_one("SELECT count(*) FROM pinpoint_fks", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(saved_fks, 16, "the foreign keys of v2-postgres.sql");
-    let mapping_text = example_file("mapping.toml");
-    let target = "target_schema = \"v2\"";
-    assert!(mapping_text.contains(target));
-    let mapping_path = p.config_dir.path().join("mapping.toml");
-    std::fs::write(
-        &mapping_path,
-        mapping_text.replace(target, &format!("target_schema = \"{schema}\"")),
-    )
-    .unwrap();
-    let group = format!("{}-sink", p.prefix);
-    let mut config = std::fs::read_to_string(&p.config_path).unwrap();
-    config.push_str(&format!(
-        r#"
-[sink]
-group_id = "{group}"
-mode = "mapping"
-mapping = "{mapping}"
-batch_max_wait_ms = 50
-retry_initial_ms = 50
-retry_max_ms = 1000
-
-[[sink.targets]]
-name = "pg"
-kind = "postgres"
-url = "{url}"
-password = "${{CDC_BRIDGE_PG_PASSWORD}}"
-"#,
-        mapping = mapping_path.display(),
-        url = p.stack.pg_url(),
-    ));
-    std::fs::write(&p.config_path, config).unwrap();
 
     let source = p.start_source(&[]);
     let mut sink = BridgeProcess::spawn_command("sink", &p.config_path, &p.stack.child_env(), &[]);
@@ -1008,51 +998,20 @@ async fn generated_tenants_map_end_to_end() {
     let prefix = format!("{}_g", p.prefix);
     let tenants: Vec<String> = (1..=3).map(|k| format!("{prefix}{k:02}")).collect();
 
-    // v2 schema of the test's own, FKs off for the initial sync (see README.md).
-    let schema = format!("{}_v2", p.prefix);
-    let quoted = format!("\"{schema}\".");
-    let ddl = example_file("v2-postgres.sql")
-        .replace(
-            "SCHEMA IF NOT EXISTS v2",
-            &format!("SCHEMA IF NOT EXISTS \"{schema}\""),
-        )
-        .replace("\"v2\".", &quoted)
-        .replace("v2.", &quoted);
-    pg.batch_execute(&ddl).await.expect("v2-postgres.sql runs");
-    pg.batch_execute(&drop_foreign_keys_sql(&schema)).await.unwrap();
-    let mapping_path = p.config_dir.path().join("mapping.toml");
-    std::fs::write(
-        &mapping_path,
-        example_file("mapping.toml")
-            .replace("target_schema = \"v2\"", &format!("target_schema = \"{schema}\"")),
-    )
-    .unwrap();
-    let group = format!("{}-sink", p.prefix);
+    // v2 schema of the test's own, FKs off for the initial sync (see README.md);
+    // the source captures the generated tenants.
+    let (schema, group) = example_v2(&p, &pg).await;
     let config = std::fs::read_to_string(&p.config_path).unwrap();
     let include_line = config
         .lines()
         .find(|l| l.starts_with("include = "))
         .unwrap()
         .to_owned();
-    let mut config = config.replace(&include_line, &format!("include = [\"{prefix}%\"]"));
-    config.push_str(&format!(
-        r#"
-[sink]
-group_id = "{group}"
-mode = "mapping"
-mapping = "{mapping}"
-batch_max_wait_ms = 50
-
-[[sink.targets]]
-name = "pg"
-kind = "postgres"
-url = "{url}"
-password = "${{CDC_BRIDGE_PG_PASSWORD}}"
-"#,
-        mapping = mapping_path.display(),
-        url = p.stack.pg_url(),
-    ));
-    std::fs::write(&p.config_path, config).unwrap();
+    std::fs::write(
+        &p.config_path,
+        config.replace(&include_line, &format!("include = [\"{prefix}%\"]")),
+    )
+    .unwrap();
 
     // v1: three generated tenants (codes and PHP-serialized columns from the mapping).
     let s = &p.stack;

@@ -3,23 +3,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 async fn connect(db: &str) -> tokio_postgres::Client {
-    let s = common::Stack::from_env();
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&s.pg_host)
-        .port(s.pg_port)
-        .user(&s.pg_user)
-        .password(&s.pg_password)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(10));
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect to the stack's PostgreSQL");
-    tokio::spawn(conn);
-    client
+    common::sink::pg_connect(&common::Stack::from_env(), db).await
 }
 
 #[tokio::test]

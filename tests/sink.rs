@@ -325,7 +325,6 @@ async fn replaying_the_topic_never_moves_a_row_backwards() {
 /// with `on_error = "stop"` the sink stops before it, naming where.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_the_rest_applies() {
-    use rdkafka::message::{Headers, Message};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
     let p = Pipeline::new("sink_poison", 1, "").await;
@@ -384,33 +383,7 @@ async fn a_poison_event_is_dead_lettered_and_the_rest_applies() {
     // dead_letter (the default): the record is written and the rest applies.
     let mut live = start_sink(&p);
     wait_mirrored(&p, &sink, &pg, &[&source, &live], Duration::from_secs(60)).await;
-    let dlq = kafka.dead_letter_topic();
-    let records = tokio::task::spawn_blocking(move || {
-        let reader = cdc_bridge::transport::reader::TopicReader::open(
-            &kafka,
-            &dlq,
-            cdc_bridge::transport::reader::StartAt::Beginning,
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        reader
-            .read_to_end(Duration::from_secs(30), |m| {
-                let mut headers = std::collections::BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for header in h.iter() {
-                        headers.insert(
-                            header.key.to_owned(),
-                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push((m.payload().unwrap_or_default().to_vec(), headers));
-            })
-            .unwrap();
-        out
-    })
-    .await
-    .unwrap();
+    let records = common::sink::dead_letters(&kafka).await;
     let (payload, headers) = records
         .iter()
         .find(|(_, h)| h.get("cdc_bridge.stage").map(String::as_str) == Some("decode"))

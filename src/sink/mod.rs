@@ -23,7 +23,7 @@ pub mod schemas;
 pub mod sqlserver;
 pub mod target;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,17 @@ pub enum SinkError {
         what: String,
         reason: String,
     },
+}
+
+impl SinkError {
+    /// Whether retrying the batch can succeed (an unreachable target or broker).
+    fn is_retriable(&self) -> bool {
+        match self {
+            SinkError::Target { error, .. } => error.retriable,
+            SinkError::Transport(error) => error.is_retriable(),
+            SinkError::Config(_) | SinkError::Stopped { .. } => false,
+        }
+    }
 }
 
 /// A message read and decoded, waiting for its batch.
@@ -162,13 +173,13 @@ pub struct Sink<T: Target> {
     rebalances: Arc<Mutex<Vec<RebalanceEvent>>>,
     producer: FutureProducer,
     schemas: SchemaRegistry,
-    /// Table definitions derived per (database, table, schema version).
-    defs: HashMap<(String, String, u32), TableDef>,
-    /// Definitions created/altered in the target in this connection.
-    ensured: HashSet<TableDef>,
-    /// Mapping mode: the mapping, and per mapped v2 table the columns written.
+    /// Table definitions per (database, table, schema version), each created or
+    /// extended in the target by this connection before it is listed here.
+    defs: HashMap<(String, String, u32), Arc<TableDef>>,
+    /// Mapping mode: the mapping, and per mapped v2 table the columns written
+    /// (prepared in the target by this connection, like `defs`).
     mapping: Option<crate::transform::mapping::Mapping>,
-    projections: HashMap<usize, TableDef>,
+    projections: HashMap<usize, Arc<TableDef>>,
     /// Merge sources' table ids → their owner's definition (whose tombstones they respect).
     merge_owners: HashMap<String, TableDef>,
     parts: BTreeMap<i32, Part>,
@@ -309,7 +320,6 @@ impl<T: Target> Sink<T> {
             producer,
             schemas,
             defs: HashMap::new(),
-            ensured: HashSet::new(),
             mapping,
             projections: HashMap::new(),
             merge_owners: HashMap::new(),
@@ -441,7 +451,11 @@ impl<T: Target> Sink<T> {
             let offset = at.map_or(Offset::Beginning, Offset::Offset);
             // A partition whose fetch has not started yet refuses the seek;
             // it is tried again on the next turn of the loop.
-            match self.consumer.seek(&self.topic, p, offset, Duration::from_secs(1)) {
+            // The seek waits up to a second for librdkafka: off the async workers.
+            let seek = tokio::task::block_in_place(|| {
+                self.consumer.seek(&self.topic, p, offset, Duration::from_secs(1))
+            });
+            match seek {
                 Ok(()) => {
                     tracing::info!(partition = p, offset = ?at, "resuming at the offset stored in the target");
                     part.stored = Some(at);
@@ -464,7 +478,9 @@ impl<T: Target> Sink<T> {
 
     async fn reconnect(&mut self) -> Result<(), SinkError> {
         self.target.rollback().await;
-        self.ensured.clear();
+        // A new connection prepares its tables (and staging) again.
+        self.defs.clear();
+        self.projections.clear();
         match T::connect(&self.target_cfg).await {
             Ok(t) => {
                 self.target = t;
@@ -505,32 +521,21 @@ impl<T: Target> Sink<T> {
                     }
                     return Ok(());
                 }
-                Err(SinkError::Target { error, .. })
-                    if error.retriable
+                Err(e)
+                    if e.is_retriable()
                         && (self.cfg.retry_max_attempts == 0 || attempt < self.cfg.retry_max_attempts) =>
                 {
                     self.target.rollback().await;
                     attempt += 1;
                     metrics::counter!(m::SINK_RETRIES).increment(1);
                     let delay = backoff(&self.cfg, attempt);
-                    tracing::warn!(error = %error, attempt, delay_ms = delay.as_millis() as u64, "batch failed; retrying");
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "batch failed; retrying");
                     tokio::select! {
                         _ = shutdown.as_mut() => return Ok(()),
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    self.reconnect().await?;
-                }
-                Err(SinkError::Transport(error))
-                    if error.is_retriable()
-                        && (self.cfg.retry_max_attempts == 0 || attempt < self.cfg.retry_max_attempts) =>
-                {
-                    self.target.rollback().await;
-                    attempt += 1;
-                    metrics::counter!(m::SINK_RETRIES).increment(1);
-                    tracing::warn!(error = %error, attempt, "dead-letter topic unavailable; retrying the batch");
-                    tokio::select! {
-                        _ = shutdown.as_mut() => return Ok(()),
-                        _ = tokio::time::sleep(backoff(&self.cfg, attempt)) => {}
+                    if matches!(e, SinkError::Target { .. }) {
+                        self.reconnect().await?;
                     }
                 }
                 Err(e) => {
@@ -561,7 +566,7 @@ impl<T: Target> Sink<T> {
     async fn transform(
         &mut self,
         ev: &ChangeEvent,
-    ) -> Result<Vec<(TableDef, Vec<RowWrite>)>, TransformFailure> {
+    ) -> Result<Vec<(Arc<TableDef>, Vec<RowWrite>)>, TransformFailure> {
         if self.mapping.is_some() {
             return self.transform_mapped(ev).await;
         }
@@ -588,16 +593,13 @@ impl<T: Target> Sink<T> {
                 })?;
             let def = mirror::table_def(&self.cfg.mirror_schema_prefix, schema)
                 .map_err(|e| TransformFailure::Rejected(e.to_string()))?;
-            self.defs.insert(key.clone(), def);
-        }
-        let def = self.defs[&key].clone();
-        if !self.ensured.contains(&def) {
             self.target
                 .ensure_table(&def)
                 .await
                 .map_err(TransformFailure::Target)?;
-            self.ensured.insert(def.clone());
+            self.defs.insert(key.clone(), Arc::new(def));
         }
+        let def = Arc::clone(&self.defs[&key]);
         let writes = apply::mirror_writes(&def, ev).map_err(|e| TransformFailure::Rejected(e.to_string()))?;
         Ok(vec![(def, writes)])
     }
@@ -608,7 +610,7 @@ impl<T: Target> Sink<T> {
     async fn transform_mapped(
         &mut self,
         ev: &ChangeEvent,
-    ) -> Result<Vec<(TableDef, Vec<RowWrite>)>, TransformFailure> {
+    ) -> Result<Vec<(Arc<TableDef>, Vec<RowWrite>)>, TransformFailure> {
         let targets = self
             .mapping
             .as_ref()
@@ -638,17 +640,14 @@ impl<T: Target> Sink<T> {
                     let owner_def = mapping.projection(owner, &catalog).map_err(fatal)?;
                     self.merge_owners.insert(projection.id(), owner_def);
                 }
-                self.projections.insert(i, projection);
-            }
-            let def = self.projections[&i].clone();
-            if !self.ensured.contains(&def) {
                 // Prepares the target's staging for these columns (the table exists).
                 self.target
-                    .ensure_table(&def)
+                    .ensure_table(&projection)
                     .await
                     .map_err(TransformFailure::Target)?;
-                self.ensured.insert(def.clone());
+                self.projections.insert(i, Arc::new(projection));
             }
+            let def = Arc::clone(&self.projections[&i]);
             let writes = self
                 .mapping
                 .as_ref()
@@ -675,8 +674,8 @@ impl<T: Target> Sink<T> {
                 .map_err(TransformFailure::Target)?;
             if renamed {
                 tracing::info!(table = %format!("{schema_name}.{}", ev.table), %from, %to, "renamed column");
-                self.ensured
-                    .retain(|d| !(d.schema == schema_name && d.name == ev.table));
+                self.defs
+                    .retain(|(db, table, _), _| !(*db == ev.database && *table == ev.table));
             }
         }
         if self
@@ -692,12 +691,13 @@ impl<T: Target> Sink<T> {
         if let Some(schema) = self.schemas.get(&ev.database, &ev.table, ev.schema_version) {
             let def = mirror::table_def(&self.cfg.mirror_schema_prefix, schema)
                 .map_err(|e| TransformFailure::Rejected(e.to_string()))?;
-            if !self.ensured.contains(&def) {
+            let key = (ev.database.clone(), ev.table.clone(), ev.schema_version);
+            if !self.defs.contains_key(&key) {
                 self.target
                     .ensure_table(&def)
                     .await
                     .map_err(TransformFailure::Target)?;
-                self.ensured.insert(def);
+                self.defs.insert(key, Arc::new(def));
             }
         }
         Ok(())
@@ -705,10 +705,11 @@ impl<T: Target> Sink<T> {
 
     async fn apply(&mut self, batch: &[(i32, Vec<Pending>)]) -> Result<Outcome, SinkError> {
         // 1. Outside the transaction: DDL, table creation, transform.
-        let mut tables: BTreeMap<String, (TableDef, Vec<RowWrite>)> = BTreeMap::new();
+        let mut tables: Vec<(Arc<TableDef>, Vec<RowWrite>)> = Vec::new();
         let mut dead: Vec<DeadLetter> = Vec::new();
-        let mut counts: HashMap<(String, String, &'static str), u64> = HashMap::new();
-        let mut progress: BTreeMap<String, TenantProgress> = BTreeMap::new();
+        let mut counts: HashMap<(&str, &str, &'static str), u64> = HashMap::new();
+        // The last event of each tenant: its progress is recorded once per batch.
+        let mut last: BTreeMap<&str, &ChangeEvent> = BTreeMap::new();
         for (p, pendings) in batch {
             for pending in pendings {
                 let ev = match &pending.event {
@@ -734,14 +735,13 @@ impl<T: Target> Sink<T> {
                 match result {
                     Ok(effects) => {
                         for (def, writes) in effects {
-                            tables
-                                .entry(def.id())
-                                .or_insert_with(|| (def.clone(), Vec::new()))
-                                .1
-                                .extend(writes);
+                            match tables.iter_mut().find(|(d, _)| Arc::ptr_eq(d, &def)) {
+                                Some((_, all)) => all.extend(writes),
+                                None => tables.push((def, writes)),
+                            }
                         }
                         *counts
-                            .entry((ev.tenant.clone(), ev.table.clone(), ev.op.as_str()))
+                            .entry((ev.tenant.as_str(), ev.table.as_str(), ev.op.as_str()))
                             .or_default() += 1;
                     }
                     Err(TransformFailure::Rejected(reason)) => dead.push(DeadLetter {
@@ -756,17 +756,18 @@ impl<T: Target> Sink<T> {
                     Err(TransformFailure::Target(e)) => return Err(self.target_error(e)),
                     Err(TransformFailure::Transport(e)) => return Err(e.into()),
                 }
-                progress.insert(
-                    ev.tenant.clone(),
-                    TenantProgress {
-                        tenant: ev.tenant.clone(),
-                        source_position: ev.position.to_string(),
-                        position_key: position_key(&ev.position),
-                        commit_time_micros: ev.commit_time_micros,
-                    },
-                );
+                last.insert(ev.tenant.as_str(), ev);
             }
         }
+        let progress: Vec<TenantProgress> = last
+            .values()
+            .map(|ev| TenantProgress {
+                tenant: ev.tenant.clone(),
+                source_position: ev.position.to_string(),
+                position_key: position_key(&ev.position),
+                commit_time_micros: ev.commit_time_micros,
+            })
+            .collect();
         // 2. Dead letters are delivered before the offsets past them commit.
         if !dead.is_empty() {
             if self.cfg.on_error == OnError::Stop {
@@ -822,7 +823,13 @@ impl<T: Target> Sink<T> {
             return Ok(Outcome::Fenced);
         }
         let mut skipped = 0usize;
-        for (id, (def, mut writes)) in tables {
+        // Tables in a stable order, so concurrent sinks take row locks alike.
+        let mut tables: Vec<(String, Arc<TableDef>, Vec<RowWrite>)> = tables
+            .into_iter()
+            .map(|(def, writes)| (def.id(), def, writes))
+            .collect();
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, def, mut writes) in tables {
             if let Some(owner) = owners.get(&id) {
                 // A merge source never brings back a row its owner deleted.
                 let keys: Vec<&str> = writes.iter().map(|w| w.row_key.as_str()).collect();
@@ -838,7 +845,6 @@ impl<T: Target> Sink<T> {
             }
             t.write(&def, &guarded.writes).await.map_err(err)?;
         }
-        let progress: Vec<TenantProgress> = progress.into_values().collect();
         t.record_progress(&progress).await.map_err(err)?;
         t.commit().await.map_err(err)?;
         let now = now_micros();
@@ -847,7 +853,8 @@ impl<T: Target> Sink<T> {
                 .set((now - p.commit_time_micros).max(0) as f64 / 1e6);
         }
         for ((tenant, table, op), n) in counts {
-            metrics::counter!(m::SINK_ROWS, "tenant" => tenant, "table" => table, "op" => op).increment(n);
+            metrics::counter!(m::SINK_ROWS, "tenant" => tenant.to_owned(), "table" => table.to_owned(), "op" => op)
+                .increment(n);
         }
         tracing::debug!(
             events = batch.iter().map(|(_, v)| v.len()).sum::<usize>(),
@@ -873,35 +880,17 @@ impl<T: Target> Sink<T> {
             };
             let partition = d.partition.to_string();
             let offset = d.offset.to_string();
-            let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "cdc_bridge.stage",
-                    value: Some(d.stage),
-                })
-                .insert(Header {
-                    key: "cdc_bridge.error",
-                    value: Some(&d.reason),
-                })
-                .insert(Header {
-                    key: "cdc_bridge.time_micros",
-                    value: Some(&time),
-                })
-                .insert(Header {
-                    key: "cdc_bridge.topic",
-                    value: Some(&self.topic),
-                })
-                .insert(Header {
-                    key: "cdc_bridge.partition",
-                    value: Some(&partition),
-                })
-                .insert(Header {
-                    key: "cdc_bridge.offset",
-                    value: Some(&offset),
-                });
+            let mut headers = OwnedHeaders::new();
             for (name, value) in [
-                ("cdc_bridge.table", &d.table),
-                ("cdc_bridge.key", &d.key),
-                ("cdc_bridge.position", &d.position),
+                ("cdc_bridge.stage", Some(d.stage)),
+                ("cdc_bridge.error", Some(d.reason.as_str())),
+                ("cdc_bridge.time_micros", Some(time.as_str())),
+                ("cdc_bridge.topic", Some(self.topic.as_str())),
+                ("cdc_bridge.partition", Some(partition.as_str())),
+                ("cdc_bridge.offset", Some(offset.as_str())),
+                ("cdc_bridge.table", d.table.as_deref()),
+                ("cdc_bridge.key", d.key.as_deref()),
+                ("cdc_bridge.position", d.position.as_deref()),
             ] {
                 if let Some(value) = value {
                     headers = headers.insert(Header {

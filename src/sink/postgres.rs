@@ -385,13 +385,37 @@ fn classify(operation: &str, e: tokio_postgres::Error) -> TargetError {
         }
     };
     let detail = match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        Some(db) => describe_db_error(db.code().code(), db.message(), db.column(), db.constraint()),
         None => e.to_string(),
     };
     TargetError {
         retriable,
         message: format!("PostgreSQL {operation}: {detail}"),
     }
+}
+
+/// A server error as the sink reports it. Data exceptions (class 22) quote the
+/// offending value in their message ("invalid input syntax for type integer:
+/// …"), and v1 values are patient data: for those only the code, column and
+/// constraint are kept.
+pub fn describe_db_error(
+    code: &str,
+    message: &str,
+    column: Option<&str>,
+    constraint: Option<&str>,
+) -> String {
+    if !code.starts_with("22") {
+        return format!("{message} ({code})");
+    }
+    let mut out = format!("a value was rejected as invalid data ({code}");
+    if let Some(c) = column {
+        out.push_str(&format!(", column {c}"));
+    }
+    if let Some(c) = constraint {
+        out.push_str(&format!(", constraint {c}"));
+    }
+    out.push_str("; the value is not shown)");
+    out
 }
 
 /// The PostgreSQL target.
@@ -922,6 +946,20 @@ mod tests {
             ],
             key: if keyless { vec![] } else { vec![0] },
         }
+    }
+
+    #[test]
+    fn data_errors_never_quote_the_value() {
+        let text = describe_db_error(
+            "22P02",
+            "invalid input syntax for type integer: \"Zoë Müller\"",
+            Some("age"),
+            None,
+        );
+        assert!(!text.contains("Zoë"), "{text}");
+        assert!(text.contains("22P02") && text.contains("column age"), "{text}");
+        let other = describe_db_error("40P01", "deadlock detected", None, None);
+        assert_eq!(other, "deadlock detected (40P01)");
     }
 
     #[test]

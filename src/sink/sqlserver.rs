@@ -826,17 +826,6 @@ pub fn decimal_to_numeric(text: &str) -> Option<Numeric> {
     ))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -856,8 +845,11 @@ pub fn sql_date(date: &Date) -> Option<SqlDate> {
     if !valid {
         return None;
     }
-    let days = days_from_civil(i64::from(date.year), u32::from(date.month), u32::from(date.day))
-        + DAYS_TO_UNIX_EPOCH;
+    let days = crate::source::convert::days_from_civil(
+        i64::from(date.year),
+        u32::from(date.month),
+        u32::from(date.day),
+    ) + DAYS_TO_UNIX_EPOCH;
     Some(SqlDate::new(u32::try_from(days).ok()?))
 }
 

@@ -2,10 +2,13 @@
 //! mirror mode, and compare every mirrored row with v1.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cdc_bridge::config::KafkaConfig;
 use cdc_bridge::sink::mirror;
 use cdc_bridge::sink::postgres::read_rows;
+use cdc_bridge::transport::reader::{StartAt, TopicReader};
 
 use super::pipeline::{diff, BridgeProcess, Pipeline, Tables};
 use super::Stack;
@@ -49,13 +52,19 @@ pub fn start_sink(p: &Pipeline) -> BridgeProcess {
     BridgeProcess::spawn_command("sink", &p.config_path, &p.stack.child_env(), &[])
 }
 
+/// A client of the stack's PostgreSQL database, in the session settings the sink uses.
 pub async fn pg_client(stack: &Stack) -> tokio_postgres::Client {
+    pg_connect(stack, &stack.pg_database).await
+}
+
+/// A client of database `db` on the stack's PostgreSQL.
+pub async fn pg_connect(stack: &Stack, db: &str) -> tokio_postgres::Client {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&stack.pg_host)
         .port(stack.pg_port)
         .user(&stack.pg_user)
         .password(&stack.pg_password)
-        .dbname(&stack.pg_database)
+        .dbname(db)
         .options("-c TimeZone=UTC -c IntervalStyle=postgres -c bytea_output=hex -c DateStyle=ISO")
         .connect_timeout(Duration::from_secs(10));
     let (client, conn) = cfg
@@ -64,6 +73,35 @@ pub async fn pg_client(stack: &Stack) -> tokio_postgres::Client {
         .expect("connect to the stack's PostgreSQL");
     tokio::spawn(conn);
     client
+}
+
+/// Every record of the dead-letter topic: its value and its headers.
+pub async fn dead_letters(kafka: &KafkaConfig) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    use rdkafka::message::{Headers, Message};
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let reader = TopicReader::open(&kafka, &kafka.dead_letter_topic(), StartAt::Beginning).unwrap();
+        let mut out = Vec::new();
+        reader
+            .read_to_end(Duration::from_secs(30), |m| {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                let value = String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned();
+                                (x.key.to_owned(), value)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((m.payload().unwrap_or_default().to_vec(), headers));
+            })
+            .unwrap();
+        out
+    })
+    .await
+    .unwrap()
 }
 
 /// v1 (as the mirror must hold it) and the mirror, every row of every table,
