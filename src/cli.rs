@@ -279,7 +279,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     config.config.display()
                 )
             })?;
-            ops::metrics::install(metrics_listen.as_deref().unwrap_or(&cfg.metrics.listen))?;
+            ops::health::serve(
+                metrics_listen.as_deref().unwrap_or(&cfg.metrics.listen),
+                Some(&cfg.kafka),
+            )
+            .await?;
             let mut options = crate::source::RunOptions::from_config(source, &cfg);
             options.resnapshot = resnapshot;
             crate::source::run(&cfg, options, shutdown_signal()).await?;
@@ -291,7 +295,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             metrics_listen,
         } => {
             let cfg = load_for(&config, crate::config::Uses::SINK)?;
-            ops::metrics::install(metrics_listen.as_deref().unwrap_or(&cfg.metrics.listen))?;
+            ops::health::serve(
+                metrics_listen.as_deref().unwrap_or(&cfg.metrics.listen),
+                Some(&cfg.kafka),
+            )
+            .await?;
             crate::sink::run(&cfg, target.as_deref(), shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }

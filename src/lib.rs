@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod documents;
 pub mod event;
 pub mod ops;
 pub mod sink;

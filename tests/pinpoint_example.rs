@@ -10,27 +10,18 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cdc_bridge::sink::target::SqlType;
 use cdc_bridge::transform::mapping::{ColumnMapping, Convert, Mapping};
+use common::pinpoint::{example_dir, example_file, example_v2, run_mysql, statements, RESTORE_FOREIGN_KEYS};
 use common::pipeline::{BridgeProcess, Pipeline};
-use common::sink::{add_sink, pg_client};
+use common::sink::pg_client;
 use mysql_async::prelude::Queryable;
 use uuid::Uuid;
 
 /// The mapping's namespace, written out here so ids are derived independently.
 const NAMESPACE: &str = "6f1c2a64-2a43-4f3e-9d7e-1c5b1b7a0001";
-
-fn example_dir() -> PathBuf {
-    common::repo_root().join("connectors/pinpoint")
-}
-
-fn example_file(name: &str) -> String {
-    let path = example_dir().join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
 
 // ---------------------------------------------------------------------------
 // A DDL reader for the example's files.
@@ -64,54 +55,6 @@ impl Table {
     fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
-}
-
-/// The statements of a SQL file: `--` comments dropped, split at `;` outside quotes.
-fn statements(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) => {
-                current.push(c);
-                if c == '\\' && q == '\'' {
-                    if let Some(next) = chars.next() {
-                        current.push(next);
-                    }
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None if c == '-' && chars.peek() == Some(&'-') => {
-                for skipped in chars.by_ref() {
-                    if skipped == '\n' {
-                        current.push('\n');
-                        break;
-                    }
-                }
-            }
-            None if c == ';' => {
-                if !current.trim().is_empty() {
-                    out.push(current.trim().to_owned());
-                }
-                current.clear();
-            }
-            None => {
-                if matches!(c, '\'' | '"' | '`') {
-                    quote = Some(c);
-                } else if c == '[' {
-                    quote = Some(']');
-                }
-                current.push(c);
-            }
-        }
-    }
-    if !current.trim().is_empty() {
-        out.push(current.trim().to_owned());
-    }
-    out
 }
 
 fn unquote(ident: &str) -> String {
@@ -693,14 +636,6 @@ fn expected_id(tenant: &str, table: &str, id: i64) -> String {
     Uuid::new_v5(&Uuid::parse_str(NAMESPACE).unwrap(), name.as_bytes()).to_string()
 }
 
-async fn run_mysql(conn: &mut mysql_async::Conn, sql: &str) {
-    for stmt in statements(sql) {
-        conn.query_drop(stmt.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("v1 statement failed: {e}\n{stmt}"));
-    }
-}
-
 async fn row_counts(pg: &tokio_postgres::Client, schema: &str) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for (table, _) in EXPECTED_ROWS {
@@ -735,59 +670,6 @@ async fn wait_for_counts(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// Saves the schema's foreign keys in a temporary table and drops them (for
-/// the initial sync), as README.md describes.
-fn drop_foreign_keys_sql(schema: &str) -> String {
-    format!(
-        r#"CREATE TEMP TABLE pinpoint_fks AS
-             SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def
-             FROM pg_constraint WHERE contype = 'f' AND connamespace = '"{schema}"'::regnamespace;
-           DO $$ DECLARE r record; BEGIN
-             FOR r IN SELECT * FROM pinpoint_fks LOOP
-               EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
-             END LOOP;
-           END $$;"#
-    )
-}
-
-/// Adds the saved foreign keys back; PostgreSQL checks every row as it does.
-const RESTORE_FOREIGN_KEYS: &str = r#"DO $$ DECLARE r record; BEGIN
-      FOR r IN SELECT * FROM pinpoint_fks LOOP
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.tbl, r.conname, r.def);
-      END LOOP;
-    END $$;"#;
-
-/// The example's v2 schema and mapping moved to a schema of the test's own,
-/// its foreign keys dropped for the initial sync (saved in `pinpoint_fks`, as
-/// README.md describes), and a `[sink]` in mapping mode: (v2 schema, group).
-async fn example_v2(p: &Pipeline, pg: &tokio_postgres::Client) -> (String, String) {
-    let schema = format!("{}_v2", p.prefix);
-    let quoted = format!("\"{schema}\".");
-    let ddl = example_file("v2-postgres.sql")
-        .replace(
-            "SCHEMA IF NOT EXISTS v2",
-            &format!("SCHEMA IF NOT EXISTS \"{schema}\""),
-        )
-        .replace("\"v2\".", &quoted)
-        .replace("v2.", &quoted);
-    pg.batch_execute(&ddl).await.expect("v2-postgres.sql runs");
-    pg.batch_execute(&drop_foreign_keys_sql(&schema)).await.unwrap();
-    let mapping_text = example_file("mapping.toml");
-    let target = "target_schema = \"v2\"";
-    assert!(mapping_text.contains(target));
-    let mapping_path = p.config_dir.path().join("mapping.toml");
-    std::fs::write(
-        &mapping_path,
-        mapping_text.replace(target, &format!("target_schema = \"{schema}\"")),
-    )
-    .unwrap();
-    let sink = add_sink(
-        p,
-        &format!("mode = \"mapping\"\nmapping = \"{}\"", mapping_path.display()),
-    );
-    (schema, sink.group)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -977,13 +859,7 @@ async fn the_example_loads_and_maps_end_to_end() {
 
     sink.terminate();
     drop(source);
-    pg.batch_execute(&format!(
-        r#"DROP SCHEMA "{schema}" CASCADE;
-           DELETE FROM cdc_bridge.row_positions WHERE starts_with(table_id, '{schema}.');
-           DELETE FROM cdc_bridge.sink_offsets WHERE consumer_group = '{group}';"#
-    ))
-    .await
-    .unwrap();
+    common::pinpoint::drop_example(&pg, &schema, &group, &[db.as_str()]).await;
     conn.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
 }
 
@@ -1176,13 +1052,8 @@ async fn generated_tenants_map_end_to_end() {
     }
     drop(again);
     drop(source);
-    pg.batch_execute(&format!(
-        r#"DROP SCHEMA "{schema}" CASCADE;
-           DELETE FROM cdc_bridge.row_positions WHERE starts_with(table_id, '{schema}.');
-           DELETE FROM cdc_bridge.sink_offsets WHERE consumer_group = '{group}';"#
-    ))
-    .await
-    .unwrap();
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    common::pinpoint::drop_example(&pg, &schema, &group, &names).await;
     for db in &tenants {
         conn.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
     }

@@ -79,7 +79,13 @@ async fn v2_catalog(config: &Config, mapping: &Mapping) -> anyhow::Result<Vec<Op
     let sink = config.sink.as_ref().expect("checked by mapping_path");
     let target = sink.target(None).map_err(|e| anyhow::anyhow!(e))?;
     let schema = mapping.file.target_schema.clone();
-    let names: Vec<String> = mapping.file.tables.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<String> = mapping
+        .file
+        .tables
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(mapping.file.documents.iter().map(|d| d.target.table.clone()))
+        .collect();
     async fn describe<T: Target>(
         cfg: &crate::config::TargetConfig,
         schema: &str,
@@ -134,7 +140,27 @@ pub async fn check(config: &Config) -> anyhow::Result<(String, Vec<String>)> {
         Some(l) => format!("{path}:{l}"),
         None => path.to_owned(),
     };
-    let catalog = v2_catalog(config, &mapping).await?;
+    let mut catalog = v2_catalog(config, &mapping).await?;
+    let doc_catalog = catalog.split_off(mapping.file.tables.len());
+    for (i, (d, def)) in mapping.file.documents.iter().zip(&doc_catalog).enumerate() {
+        let at = format!("{path}: documents[{i}] ({})", d.kind);
+        match def {
+            None => problems.push(format!(
+                "{at}.target.table: v2 table {}.{} does not exist",
+                mapping.file.target_schema, d.target.table
+            )),
+            Some(def) => {
+                for name in d.target.columns.keys() {
+                    if !def.columns.iter().any(|c| &c.name == name) {
+                        problems.push(format!(
+                            "{at}.target.columns.{name}: no such column in v2 {}",
+                            d.target.table
+                        ));
+                    }
+                }
+            }
+        }
+    }
     for (i, (t, def)) in mapping.file.tables.iter().zip(&catalog).enumerate() {
         let Some(def) = def else {
             problems.push(format!(
@@ -183,6 +209,26 @@ pub async fn check(config: &Config) -> anyhow::Result<(String, Vec<String>)> {
         }
     }
     if let Some((db, tables)) = v1_catalog(config).await? {
+        for (i, d) in mapping.file.documents.iter().enumerate() {
+            let at = format!("{path}: documents[{i}] ({})", d.kind);
+            for table in d.tables() {
+                if !tables.iter().any(|x| x.table == table) {
+                    problems.push(format!("{at}: v1 table {table} is not in {db}"));
+                }
+            }
+            for (place, relation, column) in d.fields() {
+                let Some(table) = d.relation_table(&relation) else {
+                    continue;
+                };
+                if let Some(v1) = tables.iter().find(|x| x.table == table) {
+                    if v1.column(&column).is_none() {
+                        problems.push(format!(
+                            "{at}.{place}: v1 column {table}.{column} ({relation}.{column}) does not exist"
+                        ));
+                    }
+                }
+            }
+        }
         for (i, t) in mapping.file.tables.iter().enumerate() {
             let Some(v1) = tables.iter().find(|x| x.table == t.from) else {
                 problems.push(format!(

@@ -4,8 +4,6 @@
 //! Names follow `cdc_bridge_<stage>_<what>_<unit>`. Labels are tenant, table and
 //! operation only: never a key or a value (no patient data in metrics).
 
-use std::net::SocketAddr;
-
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Change events published, by `tenant`, `table` and `op` (read, insert, update, delete, ddl).
@@ -44,7 +42,39 @@ pub const SINK_RETRIES: &str = "cdc_bridge_sink_retries_total";
 /// Batches dropped because another sink had moved a partition's stored offset.
 pub const SINK_FENCED: &str = "cdc_bridge_sink_fenced_batches_total";
 
-fn describe() {
+/// Documents rendered and written (content changed), by `kind`.
+pub const DOCUMENTS_RENDERED: &str = "cdc_bridge_sink_documents_rendered_total";
+/// Documents rendered whose content hash was unchanged (not rewritten), by `kind`.
+pub const DOCUMENTS_UNCHANGED: &str = "cdc_bridge_sink_documents_unchanged_total";
+/// Documents removed (or marked deleted) with their root v1 row, by `kind`.
+pub const DOCUMENTS_DELETED: &str = "cdc_bridge_sink_documents_deleted_total";
+/// Seconds to render one document (histogram, by `kind`).
+pub const DOCUMENT_RENDER_SECONDS: &str = "cdc_bridge_sink_document_render_duration_seconds";
+/// Documents of the current batch waiting for or in rendering.
+pub const DOCUMENTS_QUEUE: &str = "cdc_bridge_sink_documents_queue_depth";
+
+pub(crate) fn describe() {
+    describe_counter!(DOCUMENTS_RENDERED, Unit::Count, "Documents rendered and written");
+    describe_counter!(
+        DOCUMENTS_UNCHANGED,
+        Unit::Count,
+        "Documents rendered with an unchanged hash, not rewritten"
+    );
+    describe_counter!(
+        DOCUMENTS_DELETED,
+        Unit::Count,
+        "Documents removed with their root row"
+    );
+    describe_histogram!(
+        DOCUMENT_RENDER_SECONDS,
+        Unit::Seconds,
+        "Time to render one document"
+    );
+    describe_gauge!(
+        DOCUMENTS_QUEUE,
+        Unit::Count,
+        "Documents of the current batch left to render"
+    );
     describe_counter!(SINK_ROWS, Unit::Count, "Change events applied by the sink");
     describe_counter!(
         SINK_ROWS_SKIPPED,
@@ -110,22 +140,4 @@ fn describe() {
         Unit::Count,
         "Restarts from the checkpoint after retriable failures"
     );
-}
-
-/// Serves `/metrics` in the Prometheus text format on `listen`; an empty
-/// address disables the endpoint.
-pub fn install(listen: &str) -> anyhow::Result<()> {
-    if listen.is_empty() {
-        return Ok(());
-    }
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|e| anyhow::anyhow!("metrics.listen {listen:?}: {e}"))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| anyhow::anyhow!("metrics endpoint on {addr}: {e}"))?;
-    describe();
-    tracing::info!(%addr, "serving metrics at /metrics");
-    Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod generate;
+pub mod health;
 pub mod mapping;
 pub mod metrics;
 pub mod tail;

@@ -182,6 +182,8 @@ pub struct Sink<T: Target> {
     projections: HashMap<usize, Arc<TableDef>>,
     /// Merge sources' table ids → their owner's definition (whose tombstones they respect).
     merge_owners: HashMap<String, TableDef>,
+    /// Mapping mode with document rules: the documents kept current.
+    documents: Option<crate::documents::Documents>,
     parts: BTreeMap<i32, Part>,
 }
 
@@ -251,7 +253,7 @@ fn backoff(cfg: &SinkConfig, attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -300,6 +302,17 @@ impl<T: Target> Sink<T> {
             ),
             _ => None,
         };
+        let documents = match (&mapping, &sink.mapping) {
+            (Some(mapping), Some(path)) => {
+                let mut docs = crate::documents::Documents::load(mapping, std::path::Path::new(path))
+                    .map_err(SinkError::Config)?;
+                if let Some(docs) = &mut docs {
+                    docs.prepare(&mut target).await.map_err(target_err)?;
+                }
+                docs
+            }
+            _ => None,
+        };
         let schemas = SchemaRegistry::load(&kafka).await?;
         tracing::info!(
             target = %target_cfg.name,
@@ -323,6 +336,7 @@ impl<T: Target> Sink<T> {
             mapping,
             projections: HashMap::new(),
             merge_owners: HashMap::new(),
+            documents,
             parts: BTreeMap::new(),
         })
     }
@@ -339,6 +353,7 @@ impl<T: Target> Sink<T> {
         let max_wait = Duration::from_millis(self.cfg.batch_max_wait_ms);
         let mut first_queued: Option<Instant> = None;
         loop {
+            crate::ops::health::report("sink", true, "", Duration::from_secs(120));
             self.handle_rebalances();
             self.seek_unsought().await?;
             let (events, bytes) = self.queued();
@@ -530,6 +545,12 @@ impl<T: Target> Sink<T> {
                     metrics::counter!(m::SINK_RETRIES).increment(1);
                     let delay = backoff(&self.cfg, attempt);
                     tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "batch failed; retrying");
+                    crate::ops::health::report(
+                        "sink",
+                        false,
+                        format!("batch failing (attempt {attempt}): {e}"),
+                        Duration::from_secs(120),
+                    );
                     tokio::select! {
                         _ = shutdown.as_mut() => return Ok(()),
                         _ = tokio::time::sleep(delay) => {}
@@ -710,6 +731,7 @@ impl<T: Target> Sink<T> {
         let mut counts: HashMap<(&str, &str, &'static str), u64> = HashMap::new();
         // The last event of each tenant: its progress is recorded once per batch.
         let mut last: BTreeMap<&str, &ChangeEvent> = BTreeMap::new();
+        let mut dirty = crate::documents::store::Dirty::default();
         for (p, pendings) in batch {
             for pending in pendings {
                 let ev = match &pending.event {
@@ -733,7 +755,11 @@ impl<T: Target> Sink<T> {
                     self.transform(ev).await
                 };
                 match result {
-                    Ok(effects) => {
+                    Ok(mut effects) => {
+                        if let Some(docs) = &self.documents {
+                            effects.extend(docs.state_writes(ev));
+                            docs.mark(&mut dirty, ev);
+                        }
                         for (def, writes) in effects {
                             match tables.iter_mut().find(|(d, _)| Arc::ptr_eq(d, &def)) {
                                 Some((_, all)) => all.extend(writes),
@@ -844,6 +870,21 @@ impl<T: Target> Sink<T> {
                 metrics::counter!(m::SINK_ROWS_SKIPPED, "table" => id).increment(guarded.skipped as u64);
             }
             t.write(&def, &guarded.writes).await.map_err(err)?;
+        }
+        if let Some(docs) = &self.documents {
+            if !dirty.is_empty() {
+                let positions: HashMap<String, Vec<u8>> = progress
+                    .iter()
+                    .map(|p| (p.tenant.clone(), p.position_key.clone()))
+                    .collect();
+                let o = docs.apply(t, dirty, &positions).await.map_err(err)?;
+                tracing::debug!(
+                    rendered = o.rendered,
+                    unchanged = o.unchanged,
+                    deleted = o.deleted,
+                    "documents"
+                );
+            }
         }
         t.record_progress(&progress).await.map_err(err)?;
         t.commit().await.map_err(err)?;

@@ -26,8 +26,8 @@ use crate::event::{Date, DateTime};
 use crate::source::convert::civil_from_days;
 
 use super::target::{
-    Change, OffsetClaim, RowWrite, SqlType, SqlValue, TableDef, Target, TargetError, TenantProgress,
-    COUNT_COLUMN, ROW_KEY_COLUMN,
+    Change, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue, StoredRow, TableDef, Target, TargetError,
+    TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
 };
 
 /// Quotes an identifier: `"name"`, inner quotes doubled.
@@ -123,6 +123,33 @@ CREATE TABLE IF NOT EXISTS cdc_bridge.applied (
     position_key bytea NOT NULL,
     commit_time_micros bigint NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS cdc_bridge.doc_rows (
+    entry bytea NOT NULL PRIMARY KEY,
+    parent bytea,
+    kind varchar(64) NOT NULL,
+    tenant varchar(128) NOT NULL,
+    tbl varchar(128) NOT NULL,
+    row_key varchar(512) NOT NULL,
+    changed_micros bigint NOT NULL,
+    data bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS doc_rows_parent ON cdc_bridge.doc_rows (parent) WHERE parent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS cdc_bridge.doc_deps (
+    dep bytea NOT NULL,
+    doc bytea NOT NULL,
+    root_key text NOT NULL,
+    PRIMARY KEY (dep, doc)
+);
+CREATE INDEX IF NOT EXISTS doc_deps_doc ON cdc_bridge.doc_deps (doc);
+CREATE TABLE IF NOT EXISTS cdc_bridge.documents (
+    doc bytea PRIMARY KEY,
+    kind text NOT NULL,
+    tenant text NOT NULL,
+    root_key text NOT NULL,
+    sha256 bytea NOT NULL,
+    pages integer NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
 );
 "#;
 
@@ -500,6 +527,30 @@ impl PostgresTarget {
 }
 
 /// Every row of a table, read as text and parsed back by column type.
+impl PostgresTarget {
+    async fn stored_rows(&mut self, by: &str, hashes: &[Vec<u8>]) -> Result<Vec<StoredRow>, TargetError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT tbl, row_key, changed_micros, data FROM cdc_bridge.doc_rows WHERE {by} = ANY($1)"
+                ),
+                &[&hashes],
+            )
+            .await
+            .map_err(|e| classify("read document state", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredRow {
+                table: r.get(0),
+                key: r.get(1),
+                changed_micros: r.get(2),
+                data: r.get(3),
+            })
+            .collect())
+    }
+}
+
 pub async fn read_rows(client: &Client, def: &TableDef) -> Result<Vec<Vec<SqlValue>>, TargetError> {
     let cols: Vec<String> = def
         .columns
@@ -900,6 +951,95 @@ impl Target for PostgresTarget {
                 )
                 .await
                 .map_err(|e| classify("record progress", e))?;
+        }
+        Ok(())
+    }
+
+    async fn doc_rows(&mut self, entries: &[Vec<u8>]) -> Result<Vec<StoredRow>, TargetError> {
+        self.stored_rows("entry", entries).await
+    }
+
+    async fn doc_children(&mut self, parents: &[Vec<u8>]) -> Result<Vec<StoredRow>, TargetError> {
+        self.stored_rows("parent", parents).await
+    }
+
+    async fn doc_dependents(&mut self, deps: &[Vec<u8>]) -> Result<Vec<String>, TargetError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT DISTINCT root_key FROM cdc_bridge.doc_deps WHERE dep = ANY($1)",
+                &[&deps],
+            )
+            .await
+            .map_err(|e| classify("read document dependencies", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn doc_hashes(&mut self, docs: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<u8>>, TargetError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT doc, sha256 FROM cdc_bridge.documents WHERE doc = ANY($1)",
+                &[&docs],
+            )
+            .await
+            .map_err(|e| classify("read document hashes", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn record_documents(&mut self, docs: &[DocRecord]) -> Result<(), TargetError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let err = |e| classify("record documents", e);
+        let ids: Vec<&[u8]> = docs.iter().map(|d| d.id.as_slice()).collect();
+        self.client
+            .execute("DELETE FROM cdc_bridge.doc_deps WHERE doc = ANY($1)", &[&ids])
+            .await
+            .map_err(err)?;
+        let (mut dep, mut doc, mut root): (Vec<&[u8]>, Vec<&[u8]>, Vec<&str>) = Default::default();
+        for d in docs {
+            for x in &d.deps {
+                dep.push(x);
+                doc.push(&d.id);
+                root.push(&d.root_key);
+            }
+        }
+        if !dep.is_empty() {
+            self.client
+                .execute(
+                    "INSERT INTO cdc_bridge.doc_deps (dep, doc, root_key)                      SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[]) ON CONFLICT DO NOTHING",
+                    &[&dep, &doc, &root],
+                )
+                .await
+                .map_err(err)?;
+        }
+        let gone: Vec<&[u8]> = docs
+            .iter()
+            .filter(|d| d.sha256.is_none())
+            .map(|d| d.id.as_slice())
+            .collect();
+        if !gone.is_empty() {
+            self.client
+                .execute("DELETE FROM cdc_bridge.documents WHERE doc = ANY($1)", &[&gone])
+                .await
+                .map_err(err)?;
+        }
+        let kept: Vec<&DocRecord> = docs.iter().filter(|d| d.sha256.is_some()).collect();
+        if !kept.is_empty() {
+            let id: Vec<&[u8]> = kept.iter().map(|d| d.id.as_slice()).collect();
+            let kind: Vec<&str> = kept.iter().map(|d| d.kind.as_str()).collect();
+            let tenant: Vec<&str> = kept.iter().map(|d| d.tenant.as_str()).collect();
+            let root: Vec<&str> = kept.iter().map(|d| d.root_key.as_str()).collect();
+            let sha: Vec<&[u8]> = kept.iter().filter_map(|d| d.sha256.as_deref()).collect();
+            let pages: Vec<i32> = kept.iter().map(|d| d.pages).collect();
+            self.client
+                .execute(
+                    "INSERT INTO cdc_bridge.documents AS d (doc, kind, tenant, root_key, sha256, pages)                      SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::bytea[],                      $6::int4[]) ON CONFLICT (doc) DO UPDATE SET sha256 = EXCLUDED.sha256,                      pages = EXCLUDED.pages, updated_at = now() WHERE d.sha256 <> EXCLUDED.sha256",
+                    &[&id, &kind, &tenant, &root, &sha, &pages],
+                )
+                .await
+                .map_err(err)?;
         }
         Ok(())
     }

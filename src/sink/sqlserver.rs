@@ -64,7 +64,7 @@ use url::Url;
 use crate::config::TargetConfig;
 
 use super::target::{
-    Change, ColumnDef, Date, DateTime, OffsetClaim, RowWrite, SqlType, SqlValue, TableDef, Target,
+    Change, ColumnDef, Date, DateTime, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue, TableDef, Target,
     TargetError, TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
 };
 
@@ -325,6 +325,146 @@ pub fn bookkeeping_ddl() -> String {
          [commit_time_micros] BIGINT NULL,\n  [applied_at] DATETIMEOFFSET(7) NOT NULL\n);",
         bookkeeping("applied")
     );
+    // Documents (see crate::documents::store): the column types are those
+    // `create_table_sql` gives the state table's definition.
+    sql += &create_table_guard(BOOKKEEPING_SCHEMA, "doc_rows");
+    let _ = writeln!(
+        sql,
+        "CREATE TABLE {} (\n  [entry] VARBINARY(32) NOT NULL PRIMARY KEY,\n  [parent] VARBINARY(32) NULL,\n  \
+         [kind] NVARCHAR(128) NOT NULL,\n  [tenant] NVARCHAR(256) NOT NULL,\n  [tbl] NVARCHAR(256) NOT NULL,\n  \
+         [row_key] NVARCHAR(1024) NOT NULL,\n  [changed_micros] BIGINT NOT NULL,\n  \
+         [data] VARBINARY(MAX) NOT NULL,\n  INDEX [IX_doc_rows_parent] NONCLUSTERED ([parent])\n);",
+        bookkeeping("doc_rows")
+    );
+    sql += &create_table_guard(BOOKKEEPING_SCHEMA, "doc_deps");
+    let _ = writeln!(
+        sql,
+        "CREATE TABLE {} (\n  [dep] VARBINARY(32) NOT NULL,\n  [doc] VARBINARY(32) NOT NULL,\n  \
+         [root_key] NVARCHAR(1024) NOT NULL,\n  PRIMARY KEY ([dep], [doc]),\n  \
+         INDEX [IX_doc_deps_doc] NONCLUSTERED ([doc])\n);",
+        bookkeeping("doc_deps")
+    );
+    sql += &create_table_guard(BOOKKEEPING_SCHEMA, "documents");
+    let _ = writeln!(
+        sql,
+        "CREATE TABLE {} (\n  [doc] VARBINARY(32) NOT NULL PRIMARY KEY,\n  [kind] NVARCHAR(128) NOT NULL,\n  \
+         [tenant] NVARCHAR(256) NOT NULL,\n  [root_key] NVARCHAR(1024) NOT NULL,\n  \
+         [sha256] VARBINARY(32) NOT NULL,\n  [pages] INT NOT NULL,\n  [updated_at] DATETIMEOFFSET(7) NOT NULL\n);",
+        bookkeeping("documents")
+    );
+    sql
+}
+
+/// `(0x…, 0x…)`: hashes the sink computed itself, as binary literals.
+fn binary_list(hashes: &[Vec<u8>]) -> String {
+    let items: Vec<String> = hashes.iter().map(|h| binary_literal(h)).collect();
+    format!("({})", items.join(", "))
+}
+
+fn binary_literal(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 + 2 * bytes.len());
+    out.push_str("0x");
+    for b in bytes {
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+/// Document state rows whose `by` column (entry or parent) is one of `hashes`.
+pub fn doc_rows_sql(by: &str, hashes: &[Vec<u8>]) -> String {
+    format!(
+        "SELECT [tbl], [row_key], [changed_micros], [data] FROM {} WHERE {} IN {};",
+        bookkeeping("doc_rows"),
+        quote_ident(by),
+        binary_list(hashes)
+    )
+}
+
+pub fn doc_dependents_sql(deps: &[Vec<u8>]) -> String {
+    format!(
+        "SELECT DISTINCT [root_key] FROM {} WHERE [dep] IN {};",
+        bookkeeping("doc_deps"),
+        binary_list(deps)
+    )
+}
+
+pub fn doc_hashes_sql(docs: &[Vec<u8>]) -> String {
+    format!(
+        "SELECT [doc], [sha256] FROM {} WHERE [doc] IN {};",
+        bookkeeping("documents"),
+        binary_list(docs)
+    )
+}
+
+/// Replaces the dependencies and hashes of `docs` (root keys bound as @P1…).
+pub fn record_documents_sql(docs: &[&DocRecord]) -> String {
+    let ids: Vec<Vec<u8>> = docs.iter().map(|d| d.id.clone()).collect();
+    let mut sql = format!(
+        "DELETE FROM {} WHERE [doc] IN {};\n",
+        bookkeeping("doc_deps"),
+        binary_list(&ids)
+    );
+    let mut deps = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        for dep in &d.deps {
+            deps.push(format!(
+                "({}, {}, @P{})",
+                binary_literal(dep),
+                binary_literal(&d.id),
+                i + 1
+            ));
+        }
+    }
+    for chunk in deps.chunks(MAX_ROWS_PER_VALUES) {
+        let _ = writeln!(
+            sql,
+            "INSERT INTO {} ([dep], [doc], [root_key]) VALUES {};",
+            bookkeeping("doc_deps"),
+            chunk.join(", ")
+        );
+    }
+    let gone: Vec<Vec<u8>> = docs
+        .iter()
+        .filter(|d| d.sha256.is_none())
+        .map(|d| d.id.clone())
+        .collect();
+    if !gone.is_empty() {
+        let _ = writeln!(
+            sql,
+            "DELETE FROM {} WHERE [doc] IN {};",
+            bookkeeping("documents"),
+            binary_list(&gone)
+        );
+    }
+    let kept: Vec<String> = docs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let sha = d.sha256.as_ref()?;
+            Some(format!(
+                "({}, {}, {}, @P{}, {}, {})",
+                binary_literal(&d.id),
+                sql_literal(&d.kind),
+                sql_literal(&d.tenant),
+                i + 1,
+                binary_literal(sha),
+                d.pages
+            ))
+        })
+        .collect();
+    for chunk in kept.chunks(MAX_ROWS_PER_VALUES) {
+        let _ = writeln!(
+            sql,
+            "MERGE {} WITH (HOLDLOCK) AS d USING (VALUES {}) AS s ([doc], [kind], [tenant], [root_key], \
+             [sha256], [pages]) ON d.[doc] = s.[doc] \
+             WHEN MATCHED AND d.[sha256] <> s.[sha256] THEN UPDATE SET [sha256] = s.[sha256], \
+             [pages] = s.[pages], [updated_at] = SYSDATETIMEOFFSET() \
+             WHEN NOT MATCHED THEN INSERT ([doc], [kind], [tenant], [root_key], [sha256], [pages], [updated_at]) \
+             VALUES (s.[doc], s.[kind], s.[tenant], s.[root_key], s.[sha256], s.[pages], SYSDATETIMEOFFSET());",
+            bookkeeping("documents"),
+            chunk.join(", ")
+        );
+    }
     sql
 }
 
@@ -1316,6 +1456,47 @@ impl std::fmt::Debug for SqlServerTarget {
 
 impl SqlServerTarget {
     /// Position and tombstone flag of each of these rows that has them.
+    async fn doc_state(
+        &mut self,
+        by: &str,
+        hashes: &[Vec<u8>],
+    ) -> Result<Vec<super::target::StoredRow>, TargetError> {
+        let mut out = Vec::new();
+        for chunk in hashes.chunks(MAX_ROWS_PER_VALUES) {
+            let rows = self
+                .query("doc_rows", "doc_rows", Query::new(doc_rows_sql(by, chunk)))
+                .await?;
+            for row in &rows {
+                let read = || -> tiberius::Result<Option<super::target::StoredRow>> {
+                    Ok(
+                        match (
+                            row.try_get::<&str, _>(0)?,
+                            row.try_get::<&str, _>(1)?,
+                            row.try_get::<i64, _>(2)?,
+                            row.try_get::<&[u8], _>(3)?,
+                        ) {
+                            (Some(table), Some(key), Some(changed), Some(data)) => {
+                                Some(super::target::StoredRow {
+                                    table: table.to_owned(),
+                                    key: key.to_owned(),
+                                    changed_micros: changed,
+                                    data: data.to_vec(),
+                                })
+                            }
+                            _ => None,
+                        },
+                    )
+                };
+                match read() {
+                    Ok(Some(r)) => out.push(r),
+                    Ok(None) => {}
+                    Err(e) => return Err(self.failed("doc_rows", "doc_rows", e)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn row_positions(
         &mut self,
         table: &TableDef,
@@ -1713,6 +1894,74 @@ impl Target for SqlServerTarget {
         Ok(())
     }
 
+    async fn doc_rows(&mut self, entries: &[Vec<u8>]) -> Result<Vec<super::target::StoredRow>, TargetError> {
+        self.doc_state("entry", entries).await
+    }
+
+    async fn doc_children(
+        &mut self,
+        parents: &[Vec<u8>],
+    ) -> Result<Vec<super::target::StoredRow>, TargetError> {
+        self.doc_state("parent", parents).await
+    }
+
+    async fn doc_dependents(&mut self, deps: &[Vec<u8>]) -> Result<Vec<String>, TargetError> {
+        let mut out = HashSet::new();
+        for chunk in deps.chunks(MAX_ROWS_PER_VALUES) {
+            let rows = self
+                .query(
+                    "doc_dependents",
+                    "doc_deps",
+                    Query::new(doc_dependents_sql(chunk)),
+                )
+                .await?;
+            for row in &rows {
+                match row.try_get::<&str, _>(0) {
+                    Ok(Some(key)) => {
+                        out.insert(key.to_owned());
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(self.failed("doc_dependents", "doc_deps", e)),
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    async fn doc_hashes(&mut self, docs: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<u8>>, TargetError> {
+        let mut out = HashMap::new();
+        for chunk in docs.chunks(MAX_ROWS_PER_VALUES) {
+            let rows = self
+                .query("doc_hashes", "documents", Query::new(doc_hashes_sql(chunk)))
+                .await?;
+            for row in &rows {
+                match (row.try_get::<&[u8], _>(0), row.try_get::<&[u8], _>(1)) {
+                    (Ok(Some(doc)), Ok(Some(sha))) => {
+                        out.insert(doc.to_vec(), sha.to_vec());
+                    }
+                    (Err(e), _) | (_, Err(e)) => return Err(self.failed("doc_hashes", "documents", e)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_documents(&mut self, docs: &[DocRecord]) -> Result<(), TargetError> {
+        let docs: Vec<&DocRecord> = docs.iter().collect();
+        // Root keys are bound: one parameter per document.
+        for chunk in docs.chunks(MAX_ROWS_PER_VALUES) {
+            let mut query = Query::new(record_documents_sql(chunk));
+            for d in chunk {
+                query.bind(d.root_key.as_str());
+            }
+            let client = self.client().await?;
+            let result = query.execute(client).await;
+            result.map_err(|e| self.failed("record_documents", "documents", e))?;
+        }
+        Ok(())
+    }
+
     async fn commit(&mut self) -> Result<(), TargetError> {
         let result = self.batch("commit", "transaction", "COMMIT TRANSACTION;").await;
         self.in_transaction = false;
@@ -1918,6 +2167,75 @@ mod tests {
         assert!(sql.contains("PRIMARY KEY ([table_id], [row_hash])"));
         assert!(sql.contains("[tenant] NVARCHAR(255) NOT NULL PRIMARY KEY"));
         assert!(sql.contains("[commit_time_micros] BIGINT NULL"));
+        for table in ["doc_rows", "doc_deps", "documents"] {
+            assert!(sql.contains(&format!(
+                "IF OBJECT_ID(N'[cdc_bridge].[{table}]', N'U') IS NULL\nCREATE TABLE"
+            )));
+        }
+        // The state table as the sink defines it has exactly these types.
+        let state = crate::documents::store::state_table();
+        for (i, c) in state.columns.iter().enumerate() {
+            let ty = def_column_type_sql(&state, i);
+            assert!(
+                sql.contains(&format!("[{}] {ty} ", c.name)),
+                "{} {ty}:\n{sql}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn document_statements_use_binary_literals_and_bind_root_keys() {
+        let h = |b: u8| vec![b; 32];
+        let sql = doc_rows_sql("parent", &[h(1), h(0xab)]);
+        assert!(
+            sql.contains(&format!(
+                "WHERE [parent] IN (0x{}, 0x{})",
+                "01".repeat(32),
+                "AB".repeat(32)
+            )),
+            "{sql}"
+        );
+        let docs = [
+            DocRecord {
+                id: h(2),
+                kind: "Assess'ment".into(),
+                tenant: "t1".into(),
+                root_key: "42".into(),
+                sha256: Some(h(3)),
+                pages: 2,
+                deps: vec![h(4), h(5)],
+            },
+            DocRecord {
+                id: h(6),
+                kind: "Assess'ment".into(),
+                tenant: "t1".into(),
+                root_key: "43".into(),
+                sha256: None,
+                pages: 0,
+                deps: vec![],
+            },
+        ];
+        let refs: Vec<&DocRecord> = docs.iter().collect();
+        let sql = record_documents_sql(&refs);
+        assert!(
+            sql.contains(&format!("(0x{}, 0x{}, @P1)", "04".repeat(32), "02".repeat(32))),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(&format!("(0x{}, 0x{}, @P1)", "05".repeat(32), "02".repeat(32))),
+            "{sql}"
+        );
+        assert!(sql.contains(&format!(
+            "DELETE FROM [cdc_bridge].[documents] WHERE [doc] IN (0x{})",
+            "06".repeat(32)
+        )));
+        assert!(sql.contains("N'Assess''ment'"), "{sql}");
+        assert!(sql.contains(&format!("@P1, 0x{}, 2)", "03".repeat(32))), "{sql}");
+        assert!(
+            !sql.contains("@P2"),
+            "the deleted document's key is bound but not used:\n{sql}"
+        );
     }
 
     #[test]

@@ -188,6 +188,31 @@ pub struct TenantProgress {
     pub commit_time_micros: i64,
 }
 
+/// A stored v1 row of the document state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub table: String,
+    pub key: String,
+    pub changed_micros: i64,
+    /// The row image (postcard).
+    pub data: Vec<u8>,
+}
+
+/// One document's bookkeeping after a render (or its removal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocRecord {
+    /// The document's identity hash.
+    pub id: Vec<u8>,
+    pub kind: String,
+    pub tenant: String,
+    pub root_key: String,
+    /// `None`: the document is gone.
+    pub sha256: Option<Vec<u8>>,
+    pub pages: i32,
+    /// Entry hashes of the rows it read beyond its root and items.
+    pub deps: Vec<Vec<u8>>,
+}
+
 /// Why a target operation failed, and whether trying again can help.
 #[derive(Debug)]
 pub struct TargetError {
@@ -225,6 +250,9 @@ impl std::error::Error for TargetError {}
 /// - `sink_offsets (consumer_group, topic, kafka_partition) → next_offset, source_position`
 /// - `row_positions (table_id, row_key) → position, deleted`: the position guard and tombstones
 /// - `applied (tenant) → source_position, position_key, commit_time_micros`
+/// - documents: `doc_rows (entry) → parent, kind, tenant, tbl, row_key, changed_micros, data`
+///   (written with [`Target::write`]), `doc_deps (dep, doc) → root_key` and
+///   `documents (doc) → kind, tenant, root_key, sha256, pages`
 ///
 /// A batch is `begin`, `claim_offsets`, then per table `stored_positions` and
 /// `write`, then `record_progress` and `commit`; any error leaves the
@@ -291,6 +319,21 @@ pub trait Target: Send {
     async fn write(&mut self, table: &TableDef, writes: &[RowWrite]) -> Result<(), TargetError>;
 
     async fn record_progress(&mut self, progress: &[TenantProgress]) -> Result<(), TargetError>;
+
+    /// Stored document state rows by entry hash.
+    async fn doc_rows(&mut self, entries: &[Vec<u8>]) -> Result<Vec<StoredRow>, TargetError>;
+
+    /// Stored document state rows by parent hash (the items of documents).
+    async fn doc_children(&mut self, parents: &[Vec<u8>]) -> Result<Vec<StoredRow>, TargetError>;
+
+    /// Root keys of the documents that read any of these entries.
+    async fn doc_dependents(&mut self, deps: &[Vec<u8>]) -> Result<Vec<String>, TargetError>;
+
+    /// The stored content hash of each of these documents that has one.
+    async fn doc_hashes(&mut self, docs: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<u8>>, TargetError>;
+
+    /// Replaces each document's hash and dependencies (removes both when `sha256` is `None`).
+    async fn record_documents(&mut self, docs: &[DocRecord]) -> Result<(), TargetError>;
 
     async fn commit(&mut self) -> Result<(), TargetError>;
 

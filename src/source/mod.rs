@@ -221,6 +221,12 @@ pub async fn run(
             Ok(()) => return Ok(()),
             Err(e) if e.is_retriable() => {
                 metrics::counter!(M::SOURCE_RESTARTS).increment(1);
+                crate::ops::health::report(
+                    "source",
+                    false,
+                    format!("starting over: {e}"),
+                    Duration::from_secs(120),
+                );
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "source failed; starting over from the last committed checkpoint");
                 let jitter = Duration::from_millis(u64::from(std::process::id() % 250));
                 tokio::select! {

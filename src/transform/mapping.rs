@@ -142,6 +142,9 @@ pub struct MappingFile {
     #[serde(default)]
     pub lookups: BTreeMap<String, BTreeMap<String, String>>,
     pub tables: Vec<TableMapping>,
+    /// Documents regenerated from v1 rows (see [`crate::documents::rule`]).
+    #[serde(default)]
+    pub documents: Vec<crate::documents::rule::DocumentRule>,
 }
 
 fn default_timezone() -> String {
@@ -468,7 +471,7 @@ fn primary_key_of(ev: &ChangeEvent, row: &Row) -> Row {
 
 /// A v1 key value in the canonical form v2 ids are derived from: integers as
 /// integers (signed or not), text as text.
-fn key_part(v: &Value) -> Result<SqlValue, ConvertError> {
+pub(crate) fn key_part(v: &Value) -> Result<SqlValue, ConvertError> {
     Ok(match v {
         Value::Null => SqlValue::Null,
         Value::Int(i) => SqlValue::Int(*i),
@@ -488,7 +491,7 @@ fn key_part(v: &Value) -> Result<SqlValue, ConvertError> {
     })
 }
 
-fn constant(value: &toml::Value, ty: &SqlType) -> Result<SqlValue, String> {
+pub(crate) fn constant(value: &toml::Value, ty: &SqlType) -> Result<SqlValue, String> {
     Ok(match (value, ty) {
         (toml::Value::Boolean(b), _) => SqlValue::Bool(*b),
         (toml::Value::Integer(i), SqlType::Bool) => SqlValue::Bool(*i != 0),
@@ -499,7 +502,7 @@ fn constant(value: &toml::Value, ty: &SqlType) -> Result<SqlValue, String> {
     })
 }
 
-fn filter_matches(f: &Filter, row: &Row) -> bool {
+pub(crate) fn filter_matches(f: &Filter, row: &Row) -> bool {
     let Some(v) = row.get(&f.column) else {
         return false;
     };
@@ -577,6 +580,14 @@ fn validate(file: &MappingFile) -> Vec<String> {
                 issues.push(format!("{at}.columns.{name}.convert: needs `from`"));
             }
         }
+    }
+    let mut kinds = std::collections::BTreeSet::new();
+    for (i, d) in file.documents.iter().enumerate() {
+        let at = format!("documents[{i}] ({})", d.kind);
+        if !kinds.insert(d.kind.as_str()) {
+            issues.push(format!("{at}.kind: another document rule has the same kind"));
+        }
+        issues.extend(d.validate(&at));
     }
     issues
 }

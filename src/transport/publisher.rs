@@ -165,6 +165,8 @@ impl Publisher {
                     .await
                     .expect("commit task")
                     .map_err(kafka_err("commit transaction"))?;
+                // Batches, checkpoints and heartbeats all come through here.
+                crate::ops::health::report("source", true, "", Duration::from_secs(120));
                 Ok(())
             }
             Err(e) => {

@@ -5,6 +5,7 @@
 //! from the same environment variables `stack.sh env` prints, with the same defaults.
 #![allow(dead_code)]
 
+pub mod pinpoint;
 pub mod pipeline;
 pub mod process;
 pub mod sink;
