@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -69,6 +70,9 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The target whose progress to read, when the configuration names several.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Compare v1 and v2 for one tenant through the mapping: counts and
     /// content checksums per table, and the first differing keys.
@@ -286,7 +290,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             .await?;
             let mut options = crate::source::RunOptions::from_config(source, &cfg);
             options.resnapshot = resnapshot;
-            crate::source::run(&cfg, options, shutdown_signal()).await?;
+            let grace = Duration::from_secs(source.shutdown_timeout_secs);
+            let (stop, signalled) = shutdown_pair();
+            tokio::select! {
+                r = crate::source::run(&cfg, options, stop) => r?,
+                () = abandon_after(signalled, grace) => std::process::exit(0),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sink {
@@ -300,10 +309,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(&cfg.kafka),
             )
             .await?;
-            crate::sink::run(&cfg, target.as_deref(), shutdown_signal()).await?;
+            let grace = Duration::from_secs(cfg.sink.as_ref().map_or(30, |s| s.shutdown_timeout_secs));
+            let (stop, signalled) = shutdown_pair();
+            tokio::select! {
+                r = crate::sink::run(&cfg, target.as_deref(), stop) => r?,
+                () = abandon_after(signalled, grace) => std::process::exit(0),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { config, .. } => not_yet(&config, "status"),
+        Command::Status { config, json, target } => {
+            let cfg = load_for(&config, crate::config::Uses::SINK)?;
+            let status = ops::status::collect(&cfg, target.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", ops::status::table(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { config, .. } => not_yet(&config, "verify"),
         Command::Cutover { config, .. } => not_yet(&config, "cutover"),
         Command::Replay { config, .. } => not_yet(&config, "replay"),
@@ -443,6 +466,32 @@ fn parse_time_ms(text: &str) -> anyhow::Result<i64> {
 
 /// Resolves on SIGTERM or SIGINT: long-running commands then commit their
 /// in-flight work and exit 0.
+/// The shutdown future a process runs with, and a receiver told when it fired.
+fn shutdown_pair() -> (
+    impl std::future::Future<Output = ()>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        shutdown_signal().await;
+        let _ = tx.send(());
+    };
+    (stop, rx)
+}
+
+/// Resolves `grace` after the shutdown signal: the in-flight work is then
+/// abandoned (its open transactions roll back when the process exits).
+async fn abandon_after(signalled: tokio::sync::oneshot::Receiver<()>, grace: Duration) {
+    if signalled.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
+    tracing::warn!(
+        grace_secs = grace.as_secs(),
+        "shutdown: the in-flight batch did not finish in time; abandoned (it is read again on the next start)"
+    );
+}
+
 pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -141,6 +141,10 @@ pub struct SourceConfig {
     /// Heartbeat period asked of the server, so an idle server still advances the position.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// After SIGTERM/SIGINT, how long the in-flight batch may take to commit
+    /// before it is abandoned (rolled back, read again on the next start).
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
     /// How streaming resumes: `position` (binlog file and offset: exact on the same
     /// server) or `gtid` (the GTID position: also after a failover to a replica;
     /// MariaDB only for now).
@@ -373,6 +377,14 @@ pub struct SinkConfig {
     /// Attempts before a retriable failure stops the sink; 0 retries forever.
     #[serde(default)]
     pub retry_max_attempts: u32,
+    /// After SIGTERM/SIGINT, how long the in-flight batch may take to commit
+    /// before it is abandoned (rolled back, read again on the next start).
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+pub fn default_shutdown_timeout_secs() -> u64 {
+    30
 }
 
 /// How change events become v2 rows.

@@ -33,6 +33,10 @@ pub enum Operation {
     Delete,
     /// A schema change; the statement is in [`ChangeEvent::ddl`].
     Ddl,
+    /// No row: the source has published every change of the tenant before
+    /// this event's position, as of its commit time (a per-tenant heartbeat,
+    /// so lag is measurable while a tenant is idle). `table` and `key` are empty.
+    Watermark,
 }
 
 impl Operation {
@@ -43,6 +47,7 @@ impl Operation {
             Operation::Update => "update",
             Operation::Delete => "delete",
             Operation::Ddl => "ddl",
+            Operation::Watermark => "watermark",
         }
     }
 }
@@ -261,6 +266,7 @@ mod tests {
                 Just(Operation::Update),
                 Just(Operation::Delete),
                 Just(Operation::Ddl),
+                Just(Operation::Watermark),
             ],
             (row(), proptest::option::of(row()), proptest::option::of(row())),
             proptest::option::of(any::<String>()),

@@ -5,4 +5,5 @@ pub mod generate;
 pub mod health;
 pub mod mapping;
 pub mod metrics;
+pub mod status;
 pub mod tail;

@@ -100,7 +100,7 @@ pub fn mirror_writes(def: &TableDef, ev: &ChangeEvent) -> Result<Vec<RowWrite>, 
             });
         };
         match ev.op {
-            Operation::Ddl => {}
+            Operation::Ddl | Operation::Watermark => {}
             Operation::SnapshotRead | Operation::Insert => count(image(&ev.after, "after")?, 1),
             Operation::Update => {
                 let before = image(&ev.before, "before")?;
@@ -131,7 +131,7 @@ pub fn mirror_writes(def: &TableDef, ev: &ChangeEvent) -> Result<Vec<RowWrite>, 
         }
     };
     match ev.op {
-        Operation::Ddl => {}
+        Operation::Ddl | Operation::Watermark => {}
         Operation::SnapshotRead | Operation::Insert => out.push(upsert(image(&ev.after, "after")?)),
         Operation::Update => {
             let after = image(&ev.after, "after")?;

@@ -751,6 +751,9 @@ impl<T: Target> Sink<T> {
                 };
                 let result = if ev.op == Operation::Ddl {
                     self.apply_ddl(ev).await.map(|()| Vec::new())
+                } else if ev.op == Operation::Watermark {
+                    // No row: only the tenant's progress below moves.
+                    Ok(Vec::new())
                 } else {
                     self.transform(ev).await
                 };
@@ -766,9 +769,11 @@ impl<T: Target> Sink<T> {
                                 None => tables.push((def, writes)),
                             }
                         }
-                        *counts
-                            .entry((ev.tenant.as_str(), ev.table.as_str(), ev.op.as_str()))
-                            .or_default() += 1;
+                        if ev.op != Operation::Watermark {
+                            *counts
+                                .entry((ev.tenant.as_str(), ev.table.as_str(), ev.op.as_str()))
+                                .or_default() += 1;
+                        }
                     }
                     Err(TransformFailure::Rejected(reason)) => dead.push(DeadLetter {
                         partition: *p,

@@ -955,6 +955,32 @@ impl Target for PostgresTarget {
         Ok(())
     }
 
+    async fn read_applied(&mut self) -> Result<Vec<(TenantProgress, f64)>, TargetError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT tenant, source_position, position_key, commit_time_micros, \
+                 extract(epoch FROM now() - applied_at)::float8 FROM cdc_bridge.applied ORDER BY tenant",
+                &[],
+            )
+            .await
+            .map_err(|e| classify("read applied progress", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    TenantProgress {
+                        tenant: r.get(0),
+                        source_position: r.get(1),
+                        position_key: r.get(2),
+                        commit_time_micros: r.get(3),
+                    },
+                    r.get(4),
+                )
+            })
+            .collect())
+    }
+
     async fn doc_rows(&mut self, entries: &[Vec<u8>]) -> Result<Vec<StoredRow>, TargetError> {
         self.stored_rows("entry", entries).await
     }

@@ -355,6 +355,15 @@ pub fn bookkeeping_ddl() -> String {
     sql
 }
 
+/// Every tenant's progress and the milliseconds since it was recorded.
+pub fn read_applied_sql() -> String {
+    format!(
+        "SELECT [tenant], [source_position], [position_key], [commit_time_micros], \
+         CAST(DATEDIFF_BIG(MILLISECOND, [applied_at], SYSDATETIMEOFFSET()) AS BIGINT) FROM {} ORDER BY [tenant];",
+        bookkeeping("applied")
+    )
+}
+
 /// `(0x…, 0x…)`: hashes the sink computed itself, as binary literals.
 fn binary_list(hashes: &[Vec<u8>]) -> String {
     let items: Vec<String> = hashes.iter().map(|h| binary_literal(h)).collect();
@@ -1892,6 +1901,43 @@ impl Target for SqlServerTarget {
             result.map_err(|e| self.failed("record_progress", "applied", e))?;
         }
         Ok(())
+    }
+
+    async fn read_applied(&mut self) -> Result<Vec<(TenantProgress, f64)>, TargetError> {
+        let rows = self
+            .query("read_applied", "applied", Query::new(read_applied_sql()))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let read = || -> tiberius::Result<Option<(TenantProgress, f64)>> {
+                Ok(
+                    match (
+                        row.try_get::<&str, _>(0)?,
+                        row.try_get::<&str, _>(1)?,
+                        row.try_get::<&[u8], _>(2)?,
+                        row.try_get::<i64, _>(3)?,
+                        row.try_get::<i64, _>(4)?,
+                    ) {
+                        (Some(tenant), Some(position), Some(key), Some(commit), Some(age_ms)) => Some((
+                            TenantProgress {
+                                tenant: tenant.to_owned(),
+                                source_position: position.to_owned(),
+                                position_key: key.to_vec(),
+                                commit_time_micros: commit,
+                            },
+                            age_ms as f64 / 1e3,
+                        )),
+                        _ => None,
+                    },
+                )
+            };
+            match read() {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => {}
+                Err(e) => return Err(self.failed("read_applied", "applied", e)),
+            }
+        }
+        Ok(out)
     }
 
     async fn doc_rows(&mut self, entries: &[Vec<u8>]) -> Result<Vec<super::target::StoredRow>, TargetError> {

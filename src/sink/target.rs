@@ -320,6 +320,9 @@ pub trait Target: Send {
 
     async fn record_progress(&mut self, progress: &[TenantProgress]) -> Result<(), TargetError>;
 
+    /// Every tenant's recorded progress, with the age of its last update in seconds.
+    async fn read_applied(&mut self) -> Result<Vec<(TenantProgress, f64)>, TargetError>;
+
     /// Stored document state rows by entry hash.
     async fn doc_rows(&mut self, entries: &[Vec<u8>]) -> Result<Vec<StoredRow>, TargetError>;
 

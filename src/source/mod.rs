@@ -23,6 +23,7 @@ pub mod convert;
 pub mod schema;
 pub mod snapshot;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -643,6 +644,11 @@ async fn stream(
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<(), SourceError> {
     let gtid: Option<GtidSet> = checkpoint.gtid.as_deref().and_then(|g| g.parse().ok());
+    // Tenants known so far (database → tenant id), for their watermarks.
+    let mut tenants: BTreeMap<String, String> = seed
+        .iter()
+        .filter_map(|s| Some((s.database.clone(), selection.tenant(&s.database)?.to_owned())))
+        .collect();
     let mut reader = BinlogReader::start(
         opts.clone(),
         source.server_id,
@@ -683,6 +689,10 @@ async fn stream(
     let mut first_pending: Option<tokio::time::Instant> = None;
     let mut last_flush = tokio::time::Instant::now();
     let idle_flush = Duration::from_secs(2);
+    // Watermarks go out with the first flush after each heartbeat interval.
+    let mut last_watermark: Option<tokio::time::Instant> = None;
+    // When the reader last stood at the end of the binlog (a server heartbeat).
+    let mut caught_up_micros = 0i64;
 
     loop {
         let wait = match first_pending {
@@ -721,6 +731,11 @@ async fn stream(
                         let delay = (now_micros() - commit_micros).max(0) as f64 / 1e6;
                         metrics::gauge!(M::SOURCE_DELAY).set(delay);
                     }
+                    for ev in &evs {
+                        if !tenants.contains_key(&ev.database) {
+                            tenants.insert(ev.database.clone(), ev.tenant.clone());
+                        }
+                    }
                     events.extend(evs);
                     schemas.extend(sch);
                     if let Some(end) = end {
@@ -734,8 +749,14 @@ async fn stream(
                     first_pending.get_or_insert_with(tokio::time::Instant::now);
                 }
                 Some(Ok(StreamItem::Heartbeat(at))) => {
-                    if events.is_empty() && at > checkpoint.coordinates {
-                        checkpoint.coordinates = at;
+                    if events.is_empty() {
+                        caught_up_micros = now_micros();
+                        if at > checkpoint.coordinates {
+                            checkpoint.coordinates = at;
+                            dirty = true;
+                        }
+                    }
+                    if last_watermark.is_none_or(|t| t.elapsed() >= options.heartbeat) {
                         dirty = true;
                     }
                 }
@@ -753,6 +774,11 @@ async fn stream(
         let due = first_pending.is_some_and(|t| t.elapsed() >= options.batch_max_wait)
             || (dirty && last_flush.elapsed() >= idle_flush);
         if dirty && (full || due || stop) {
+            if last_watermark.is_none_or(|t| t.elapsed() >= options.heartbeat) {
+                let time = checkpoint.last_commit_micros.max(caught_up_micros);
+                events.extend(watermarks(&tenants, &checkpoint, time));
+                last_watermark = Some(tokio::time::Instant::now());
+            }
             flush(publisher, &mut events, &mut schemas, &mut dead, &checkpoint).await?;
             metrics::gauge!(M::SOURCE_POSITION).set(checkpoint.coordinates.pos as f64);
             metrics::gauge!(M::SOURCE_FILE).set(checkpoint.coordinates.file_sequence().unwrap_or(0) as f64);
@@ -766,6 +792,47 @@ async fn stream(
             return Ok(());
         }
     }
+}
+
+/// One watermark per tenant: every change before `checkpoint` is published.
+/// Its position sits one byte before the checkpoint's coordinates: after every
+/// event of the transactions before them (which start earlier), before every
+/// event of the next transaction (which starts there); tenants sharing a
+/// partition get distinct indexes.
+fn watermarks(
+    tenants: &BTreeMap<String, String>,
+    checkpoint: &SourceCheckpoint,
+    time: i64,
+) -> Vec<ChangeEvent> {
+    let at = &checkpoint.coordinates;
+    let coordinates = crate::event::BinlogCoordinates::new(at.file.clone(), at.pos.saturating_sub(1));
+    tenants
+        .iter()
+        .enumerate()
+        .map(|(i, (database, tenant))| ChangeEvent {
+            tenant: tenant.clone(),
+            database: database.clone(),
+            table: String::new(),
+            op: Operation::Watermark,
+            key: crate::event::Row::default(),
+            before: None,
+            after: None,
+            ddl: None,
+            schema_version: 0,
+            position: SourcePosition {
+                coordinates: coordinates.clone(),
+                gtid: None,
+                phase: Phase::Stream,
+                index: i as u64,
+            },
+            commit_time_micros: time,
+            transaction: TransactionInfo {
+                id: format!("watermark {}", checkpoint.coordinates),
+                index: 0,
+                last: true,
+            },
+        })
+        .collect()
 }
 
 async fn flush(

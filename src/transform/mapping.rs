@@ -274,7 +274,7 @@ impl Mapping {
                 .cloned()
         };
         let (before, after) = match ev.op {
-            Operation::Ddl => return Ok(Vec::new()),
+            Operation::Ddl | Operation::Watermark => return Ok(Vec::new()),
             Operation::SnapshotRead | Operation::Insert => (None, present(&ev.after)),
             Operation::Update => (ev.before.clone(), present(&ev.after)),
             Operation::Delete => (ev.before.clone().or_else(|| Some(ev.key.clone())), None),

@@ -93,6 +93,27 @@ impl TopicReader {
         })
     }
 
+    /// (partition, low watermark, high watermark) of every partition at open time.
+    pub fn ends(&self) -> &[(i32, i64, i64)] {
+        &self.ends
+    }
+
+    /// Reads each listed partition from its offset instead (the others as opened).
+    pub fn start_at(&self, offsets: &[(i32, i64)]) -> Result<(), TransportError> {
+        let mut tpl = TopicPartitionList::new();
+        for &(p, _, _) in &self.ends {
+            let offset = offsets
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map_or(Offset::Beginning, |(_, o)| Offset::Offset(*o));
+            tpl.add_partition_offset(&self.topic, p, offset)
+                .map_err(|e| TransportError::classify(&self.bootstrap, "assign", e))?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| TransportError::classify(&self.bootstrap, "assign", e))
+    }
+
     /// The next record, if one arrives within `timeout`.
     pub fn poll(&self, timeout: Duration) -> Result<Option<BorrowedMessage<'_>>, TransportError> {
         if self.ends.is_empty() {

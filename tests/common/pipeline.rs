@@ -379,7 +379,7 @@ pub fn rebuild(reads: &[Read]) -> Tables {
     let mut keyless: Tables = Tables::new();
     for r in reads {
         let ev = &r.event;
-        if ev.op == Operation::Ddl {
+        if matches!(ev.op, Operation::Ddl | Operation::Watermark) {
             continue;
         }
         let table = (ev.database.clone(), ev.table.clone());
