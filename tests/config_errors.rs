@@ -150,17 +150,19 @@ fn several_problems_are_reported_together() {
 }
 
 #[test]
-fn the_shipped_example_config_is_valid() {
-    let path = common::repo_root().join("connectors/local.toml");
-    let out = common::cdc_bridge(
-        &["check", "--offline", "--config", common::path_str(&path)],
-        &common::Stack::from_env().child_env(),
-    );
-    assert!(
-        out.status.success(),
-        "check --offline failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn the_shipped_local_configs_are_valid() {
+    for file in ["connectors/local.toml", "connectors/demo.toml"] {
+        let path = common::repo_root().join(file);
+        let out = common::cdc_bridge(
+            &["check", "--offline", "--config", common::path_str(&path)],
+            &common::Stack::from_env().child_env(),
+        );
+        assert!(
+            out.status.success(),
+            "{file}: check --offline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -220,7 +220,20 @@ pub async fn collect(config: &Config, target: Option<&str>) -> anyhow::Result<St
         .into_iter()
         .map(|(p, age)| (p.tenant.clone(), (p, age)))
         .collect();
-    let tenants: BTreeSet<String> = scan.newest.keys().chain(applied.keys()).cloned().collect();
+    // The target may hold other pipelines' tenants: only this source's are shown.
+    let ours = |t: &str| {
+        scan.newest.contains_key(t)
+            || config
+                .source
+                .as_ref()
+                .is_none_or(|s| s.tenants.selects(t) || s.tenants.ids.values().any(|v| v == t))
+    };
+    let tenants: BTreeSet<String> = scan
+        .newest
+        .keys()
+        .chain(applied.keys().filter(|t| ours(t)))
+        .cloned()
+        .collect();
     let mut out = Vec::new();
     for tenant in tenants {
         let newest = scan.newest.get(&tenant);

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# The main job on the local stack, end to end: loads the v1 sample
-# (connectors/sample/v1-sample.sql) into MariaDB, runs `cdc-bridge source` and
-# `cdc-bridge sink` (connectors/local.toml, mirror mode into PostgreSQL) in the
-# background, waits until v2 holds every v1 row, changes a row and waits again,
-# then prints rows per table and per-tenant lag. The processes keep syncing.
+# The main job on the local stack, end to end (connectors/demo.toml):
+#   1. generates three PinpointCare v1 tenants (demo_pp_01..03) in MariaDB,
+#   2. creates the v2 schema (connectors/pinpoint/v2-postgres.sql) in PostgreSQL,
+#      its foreign keys dropped for the initial sync,
+#   3. starts `cdc-bridge source` and `cdc-bridge sink` (release build, mapping mode,
+#      documents on),
+#   4. shows `cdc-bridge status` until every tenant is caught up,
+#   5. prints v2 row counts, writes one regenerated PDF to a file, names the
+#      metrics URLs,
+#   6. runs a light v1 workload, showing status as lag moves, until Ctrl-C, which
+#      stops everything it started.
 #
-#   demo.sh [run]   build (release), start what is not running, wait, report
-#   demo.sh stop    stop the source and sink it started (by pid file)
+#   demo.sh [run]   the above (a second run reuses the tenants and resumes)
+#   demo.sh stop    stop a source and sink left running (by pid file)
 #
 # Needs the stack: bash tests/stack/stack.sh up. Logs: $CDC_BRIDGE_STACK_DIR/demo/*.log
 set -euo pipefail
@@ -15,10 +21,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 eval "$(bash "$HERE/stack.sh" env)"
 RUN_DIR="$CDC_BRIDGE_STACK_DIR/demo"
-CONFIG="$ROOT/connectors/local.toml"
-TIMEOUT=${CDC_BRIDGE_DEMO_TIMEOUT_SECS:-600}
-TENANTS=(pinpoint_alpha pinpoint_beta)
-TABLES=(facilities patients assessment_answers)
+CONFIG="$ROOT/connectors/demo.toml"
+TIMEOUT=${CDC_BRIDGE_DEMO_TIMEOUT_SECS:-900}
+PREFIX=demo_pp_
+SCALE=${CDC_BRIDGE_DEMO_SCALE:-60}
 
 log() { printf 'demo: %s\n' "$*" >&2; }
 die() {
@@ -28,6 +34,7 @@ die() {
 
 export MYSQL_PWD=$CDC_BRIDGE_MYSQL_ADMIN_PASSWORD
 export PGPASSWORD=$CDC_BRIDGE_PG_PASSWORD
+export CDC_BRIDGE_GENERATE_URL="mysql://$CDC_BRIDGE_MYSQL_ADMIN_USER:$CDC_BRIDGE_MYSQL_ADMIN_PASSWORD@$CDC_BRIDGE_MYSQL_HOST:$CDC_BRIDGE_MYSQL_PORT"
 v1() { mariadb --default-character-set=utf8mb4 -h "$CDC_BRIDGE_MYSQL_HOST" -P "$CDC_BRIDGE_MYSQL_PORT" -u "$CDC_BRIDGE_MYSQL_ADMIN_USER" -N -B "$@"; }
 v2() { psql -h "$CDC_BRIDGE_PG_HOST" -p "$CDC_BRIDGE_PG_PORT" -U "$CDC_BRIDGE_PG_USER" -d "$CDC_BRIDGE_PG_DATABASE" -X -q -t -A "$@"; }
 
@@ -44,66 +51,71 @@ start() {
         log "$what already running (pid $(<"$RUN_DIR/$what.pid"))"
         return
     fi
-    "$BIN" "$what" --config "$CONFIG" --metrics-listen "127.0.0.1:$port" >>"$RUN_DIR/$what.log" 2>&1 &
+    # A session of its own: Ctrl-C reaches the demo, which stops it with SIGTERM.
+    (cd "$ROOT" && exec setsid "$BIN" "$what" --config "$CONFIG" --metrics-listen "127.0.0.1:$port" >>"$RUN_DIR/$what.log" 2>&1) &
     echo $! >"$RUN_DIR/$what.pid"
-    log "$what started (pid $!, metrics http://127.0.0.1:$port/metrics, log $RUN_DIR/$what.log)"
+    log "$what started (pid $!, log $RUN_DIR/$what.log)"
+}
+
+stop_one() {
+    local what=$1 pid
+    running "$what" || return 0
+    pid=$(<"$RUN_DIR/$what.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 400); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    rm -f "$RUN_DIR/$what.pid"
+    log "$what stopped"
 }
 
 stop() {
-    local what pid
-    for what in sink source; do
-        running "$what" || continue
-        pid=$(<"$RUN_DIR/$what.pid")
-        kill -TERM "$pid"
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        rm -f "$RUN_DIR/$what.pid"
-        log "$what stopped"
-    done
+    stop_one workload
+    stop_one sink
+    stop_one source
 }
 
-# "tenant.table v1-rows v2-rows" for every sample table.
-counts() {
-    local db t n1 n2
-    for db in "${TENANTS[@]}"; do
-        for t in "${TABLES[@]}"; do
-            n1=$(v1 -e "SELECT COUNT(*) FROM \`$db\`.\`$t\`")
-            n2=$(v2 -c "SELECT count(*) FROM \"$db\".\"$t\"" 2>/dev/null || echo 0)
-            printf '%s.%s %s %s\n' "$db" "$t" "$n1" "$n2"
-        done
-    done
+status_json() { (cd "$ROOT" && "$BIN" status --config "$CONFIG" --json 2>>"$RUN_DIR/status.log"); }
+status_table() { (cd "$ROOT" && "$BIN" status --config "$CONFIG" 2>>"$RUN_DIR/status.log") || true; }
+
+# Exits 0 when every demo tenant is caught up.
+all_caught_up() {
+    status_json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+ts = [t for t in s["tenants"] if t["tenant"].startswith(sys.argv[1])]
+sys.exit(0 if len(ts) == int(sys.argv[2]) and all(t["state"] == "caught up" for t in ts) else 1)
+' "$PREFIX" 3 2>/dev/null
 }
 
-# Waits (bounded) until v2 has v1's row counts and the same patients.
-wait_synced() {
-    local deadline=$((SECONDS + TIMEOUT)) names1 names2
-    while ((SECONDS < deadline)); do
-        running source || die "the source exited; see $RUN_DIR/source.log"
-        running sink || die "the sink exited; see $RUN_DIR/sink.log"
-        if counts | awk '$2 != $3 { bad = 1 } END { exit bad }'; then
-            names1=$(v1 -e "SELECT GROUP_CONCAT(CONCAT(id, ':', is_active, last_name) ORDER BY id) FROM pinpoint_alpha.patients")
-            names2=$(v2 -c "SELECT string_agg(id || ':' || is_active || last_name, ',' ORDER BY id) FROM pinpoint_alpha.patients" 2>/dev/null || true)
-            [[ $names1 == "$names2" ]] && return 0
-        fi
-        if ((SECONDS % 30 == 0)); then
-            log "waiting for v2; source at $(grep -o 'position=[^ ]*' "$RUN_DIR/source.log" 2>/dev/null | tail -n1)"
-        fi
-        sleep 0.5
-    done
-    die "v2 did not catch up within ${TIMEOUT}s (a source resuming after a long pause reads the whole binlog written meanwhile; CDC_BRIDGE_DEMO_TIMEOUT_SECS waits longer); see $RUN_DIR/*.log"
+v2_schema() {
+    if [[ $(v2 -c "SELECT to_regclass('v2.\"LegacyDocuments\"') IS NOT NULL") == t ]]; then
+        return
+    fi
+    log "creating the v2 schema (connectors/pinpoint/v2-postgres.sql), foreign keys dropped for the initial sync"
+    v2 -f "$ROOT/connectors/pinpoint/v2-postgres.sql" >/dev/null
+    v2 -c "DO \$\$ DECLARE r record; BEGIN
+             FOR r IN SELECT conrelid::regclass::text AS tbl, conname FROM pg_constraint
+                      WHERE contype = 'f' AND connamespace = 'v2'::regnamespace LOOP
+               EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
+             END LOOP;
+           END \$\$;" >/dev/null
 }
 
 report() {
-    printf '\n%-36s %8s %8s\n' "TABLE (v1 → v2 mirror)" "V1 ROWS" "V2 ROWS"
-    counts | awk '{ printf "%-36s %8s %8s\n", $1, $2, $3 }'
-    printf '\n%-16s %-40s %10s\n' "TENANT" "APPLIED SOURCE POSITION" "DELAY (s)"
-    v2 -F ' ' -c "SELECT tenant, split_part(source_position, ' ', 1),
-            round(extract(epoch FROM now()) - commit_time_micros / 1e6, 1)
-        FROM cdc_bridge.applied WHERE tenant IN ('pinpoint_alpha', 'pinpoint_beta') ORDER BY tenant" |
-        awk '{ printf "%-16s %-40s %10s\n", $1, $2, $3 }'
-    printf '\nDelay is now minus the v1 commit time of the last applied change (idle tenants grow it).\n'
+    printf '\n%-28s %10s\n' "V2 TABLE" "ROWS"
+    local t
+    for t in Facilities Clinicians Patients PatientContacts CarePlans CarePlanGoals CarePlanInterventions \
+        AssessmentTemplates AssessmentQuestions Assessments AssessmentAnswers Notes LegacyDocuments; do
+        printf '%-28s %10s\n' "v2.$t" "$(v2 -c "SELECT count(*) FROM v2.\"$t\" WHERE \"TenantId\" LIKE '${PREFIX}%'")"
+    done
+    local pdf="$RUN_DIR/assessment.pdf"
+    v2 -c "SELECT encode(\"Content\", 'base64') FROM v2.\"LegacyDocuments\"
+           WHERE \"TenantId\" LIKE '${PREFIX}%' ORDER BY \"PageCount\" DESC, \"Id\" LIMIT 1" | base64 -d >"$pdf"
+    printf '\nOne regenerated assessment: %s (%s bytes)\n' "$pdf" "$(stat -c %s "$pdf")"
+    printf 'Metrics: http://127.0.0.1:9464/metrics (source), http://127.0.0.1:9465/metrics (sink); /healthz, /readyz beside them\n'
+    printf 'Status any time: %s status --config connectors/demo.toml\n\n' "$BIN"
 }
 
 run() {
@@ -112,21 +124,46 @@ run() {
     log "building (release)"
     (cd "$ROOT" && cargo build --release --locked --quiet)
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cdc-bridge"
-    log "loading the v1 sample into ${TENANTS[*]}"
-    v1 <"$ROOT/connectors/sample/v1-sample.sql"
+    if [[ -z $(v1 -e "SHOW DATABASES LIKE '${PREFIX}%'") ]]; then
+        log "generating three PinpointCare v1 tenants (${PREFIX}01..03, scale $SCALE)"
+        (cd "$ROOT" && "$BIN" generate --config "$CONFIG" --tenants 3 --scale "$SCALE" --seed 7 --prefix "$PREFIX")
+    else
+        log "reusing the v1 tenants ${PREFIX}01..03"
+    fi
+    v2_schema
+    trap 'echo; stop; exit 0' INT TERM
     start source 9464
     start sink 9465
-    wait_synced
-    log "v2 holds every v1 row; changing one in v1"
-    v1 -e "UPDATE pinpoint_alpha.patients SET is_active = 1 - is_active WHERE id = 2"
-    wait_synced
-    log "synced again"
+    local deadline=$((SECONDS + TIMEOUT)) shown=0
+    until all_caught_up; do
+        running source || die "the source exited; see $RUN_DIR/source.log"
+        running sink || die "the sink exited; see $RUN_DIR/sink.log"
+        ((SECONDS < deadline)) || die "not caught up within ${TIMEOUT}s; see $RUN_DIR/*.log"
+        if ((SECONDS - shown >= 5)); then
+            status_table
+            shown=$SECONDS
+        fi
+        sleep 1
+    done
+    log "every tenant is caught up"
+    status_table
     report
-    log "source and sink keep running; stop them with: bash tests/stack/demo.sh stop"
+    log "running a light v1 workload (5 statements/s); Ctrl-C stops it, the sink and the source"
+    (cd "$ROOT" && exec setsid "$BIN" generate --config "$CONFIG" --prefix "$PREFIX" --tenants 3 --workload-only \
+        --workload-rate 5 --workload-secs 0 >>"$RUN_DIR/workload.log" 2>&1) &
+    echo $! >"$RUN_DIR/workload.pid"
+    while true; do
+        sleep 5
+        running source || die "the source exited; see $RUN_DIR/source.log"
+        running sink || die "the sink exited; see $RUN_DIR/sink.log"
+        status_table
+    done
 }
 
 case ${1:-run} in
 run) run ;;
-stop) stop ;;
+stop)
+    stop
+    ;;
 *) die "usage: demo.sh [run|stop]" ;;
 esac
