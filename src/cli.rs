@@ -330,7 +330,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify { config, .. } => not_yet(&config, "verify"),
         Command::Cutover { config, .. } => not_yet(&config, "cutover"),
         Command::Replay { config, .. } => not_yet(&config, "replay"),
-        Command::Snapshot { config, .. } => not_yet(&config, "snapshot"),
+        Command::Snapshot {
+            config,
+            tenant,
+            table,
+        } => {
+            let cfg = load_for(&config, crate::config::Uses::SINK)?;
+            let source = cfg.source.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: the configuration has no [source] section (the signal goes to that source)",
+                    config.config.display()
+                )
+            })?;
+            let offset = ops::signal::request_snapshot(&cfg.kafka, &source.name, &tenant, &table).await?;
+            println!(
+                "re-snapshot of {} of tenant {tenant} requested from source {} (signal offset {offset}); \
+                 the running source takes it within seconds, streaming goes on (watch `cdc-bridge status`)",
+                if table.is_empty() {
+                    "every table".to_owned()
+                } else {
+                    table.join(", ")
+                },
+                source.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Tail {
             config,
             tenant,

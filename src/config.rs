@@ -330,6 +330,10 @@ impl KafkaConfig {
     pub fn dead_letter_topic(&self) -> String {
         format!("{}.dlq", self.topic_prefix)
     }
+    /// Requests to running sources (re-snapshots), keyed by source name.
+    pub fn signals_topic(&self) -> String {
+        format!("{}.signals", self.topic_prefix)
+    }
 }
 
 /// The sink: consumer group and targets.

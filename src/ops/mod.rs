@@ -5,5 +5,6 @@ pub mod generate;
 pub mod health;
 pub mod mapping;
 pub mod metrics;
+pub mod signal;
 pub mod status;
 pub mod tail;

@@ -354,6 +354,167 @@ fn schema_records(schemas: &[TableSchema]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// A request to a running source to snapshot tables of a tenant again while
+/// streaming goes on; published by `cdc-bridge snapshot` on the signals topic
+/// under the source's name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotSignal {
+    /// The v2 tenant id.
+    pub tenant: String,
+    /// v1 table names; empty: every captured table of the tenant.
+    pub tables: Vec<String>,
+    pub requested_micros: i64,
+}
+
+/// The source's reader of the signals topic (one partition).
+struct Signals {
+    consumer: rdkafka::consumer::BaseConsumer,
+    next: i64,
+}
+
+impl Signals {
+    /// Reads from `next`, or from the topic's end when the source never read it.
+    fn open(kafka: &crate::config::KafkaConfig, next: Option<i64>) -> Result<Signals, SourceError> {
+        use rdkafka::consumer::Consumer;
+        let topic = kafka.signals_topic();
+        let classify = |op: &'static str| {
+            let b = kafka.bootstrap_servers.clone();
+            move |e| {
+                SourceError::from(PublishError::from(crate::transport::TransportError::classify(
+                    &b, op, e,
+                )))
+            }
+        };
+        let consumer: rdkafka::consumer::BaseConsumer = crate::transport::base_config(kafka)
+            .set("group.id", format!("cdc-bridge-signals-{}", std::process::id()))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(classify("create signals consumer"))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(kafka.connect_timeout_secs.max(5)))
+            .map_err(classify("fetch signal watermarks"))?;
+        let next = next.unwrap_or(high).max(low);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(next))
+            .map_err(classify("assign signals"))?;
+        consumer.assign(&tpl).map_err(classify("assign signals"))?;
+        Ok(Signals { consumer, next })
+    }
+
+    /// The next signal if one is there: (offset, key, request or `None` when unreadable).
+    fn poll(&self) -> Option<(i64, String, Option<SnapshotSignal>)> {
+        use rdkafka::message::Message;
+        let msg = self.consumer.poll(Duration::ZERO)?.ok()?;
+        let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
+        let request = serde_json::from_slice(msg.payload().unwrap_or_default()).ok();
+        Some((msg.offset(), key, request))
+    }
+}
+
+/// Snapshots `tables` of one tenant database again in a new consistent view,
+/// while the stream waits: rows carry the view's binlog position, so a stream
+/// event before it (published later, the stream being behind) loses to the
+/// snapshot row in the sink's position guard and one after it wins. Tables
+/// without a primary key are left out (their copies would add up).
+async fn resnapshot(
+    opts: &mysql_async::Opts,
+    publisher: &Publisher,
+    checkpoint: &SourceCheckpoint,
+    (database, tenant): (&str, &str),
+    tables: &[String],
+    selection: &TableSelection,
+    chunk_rows: usize,
+) -> Result<(), SourceError> {
+    let mut conn = connect(opts).await?;
+    let version: String = conn.query_first("SELECT VERSION()").await?.unwrap_or_default();
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    let mut view = snapshot::open_view(conn, mariadb).await?;
+    let all = schema::load_tables(&mut view.conn, database).await?;
+    for missing in tables.iter().filter(|t| !all.iter().any(|s| &s.table == *t)) {
+        tracing::warn!(database, table = %missing, "re-snapshot: no such table; skipped");
+    }
+    let chosen: Vec<TableSchema> = all
+        .into_iter()
+        .filter(|t| selection.selects(&t.table) && (tables.is_empty() || tables.contains(&t.table)))
+        .collect();
+    tracing::info!(database, view = %view.coordinates, tables = chosen.len(), "re-snapshot started");
+    let mut index = 0u64;
+    for table in &chosen {
+        let name = format!("{}.{}", table.database, table.table);
+        if !table.has_primary_key() {
+            tracing::warn!(table = %name, "re-snapshot: no primary key, left out (its rows are counted, not keyed)");
+            continue;
+        }
+        let mut pending_schemas = schema_records(std::slice::from_ref(table));
+        let mut last_key = None;
+        let mut rows_done = 0u64;
+        loop {
+            let (rows, done) =
+                snapshot::read_chunk(&mut view.conn, table, last_key.as_ref(), chunk_rows).await?;
+            let events = snapshot_events(tenant, table, rows, &view, index);
+            index += events.len() as u64;
+            rows_done += events.len() as u64;
+            if let Some(last) = events.last().and_then(|e| e.after.as_ref()) {
+                last_key = Some(binlog::key_of(table, last));
+            }
+            publisher
+                .publish(Batch {
+                    events: &events,
+                    schemas: &pending_schemas,
+                    dead_letters: &[],
+                    checkpoint,
+                })
+                .await?;
+            pending_schemas.clear();
+            if done {
+                tracing::info!(table = %name, rows = rows_done, "re-snapshot of table done");
+                break;
+            }
+        }
+    }
+    let _ = view.conn.query_drop("COMMIT").await;
+    let _ = view.conn.disconnect().await;
+    Ok(())
+}
+
+/// Snapshot-read events of `rows` of `table` read in `view`, numbered from `first`.
+fn snapshot_events(
+    tenant: &str,
+    table: &TableSchema,
+    rows: Vec<crate::event::Row>,
+    view: &snapshot::SnapshotView,
+    first: u64,
+) -> Vec<ChangeEvent> {
+    let n = rows.len();
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| ChangeEvent {
+            tenant: tenant.to_owned(),
+            database: table.database.clone(),
+            table: table.table.clone(),
+            op: Operation::SnapshotRead,
+            key: binlog::key_of(table, &row),
+            before: None,
+            after: Some(row),
+            ddl: None,
+            schema_version: table.version,
+            position: SourcePosition {
+                coordinates: view.coordinates.clone(),
+                gtid: view.gtid.clone(),
+                phase: Phase::Snapshot,
+                index: first + i as u64,
+            },
+            commit_time_micros: now_micros(),
+            transaction: TransactionInfo {
+                id: format!("snapshot@{}", view.coordinates),
+                index: i as u32,
+                last: i + 1 == n,
+            },
+        })
+        .collect()
+}
+
 /// Takes (or resumes) the snapshot; returns the checkpoint streaming starts from.
 async fn run_snapshot(
     source: &SourceConfig,
@@ -412,13 +573,13 @@ async fn run_snapshot(
     }
     let all_schemas: Vec<TableSchema> = tables.iter().map(|(_, t)| t.clone()).collect();
     let mut pending_schemas = schema_records(&all_schemas);
-    let view_gtid: Option<GtidSet> = view.gtid.clone();
     let checkpoint = |progress: &SnapshotProgress| SourceCheckpoint {
         server: source.name.clone(),
         coordinates: resume.clone(),
         gtid: resume_gtid.clone(),
         snapshot: Some(progress.clone()),
         last_commit_micros: now_micros(),
+        signals_next: None,
     };
     for (tenant, table) in &tables {
         let name = format!("{}.{}", table.database, table.table);
@@ -447,33 +608,7 @@ async fn run_snapshot(
             )
             .await?;
             let n = rows.len();
-            let mut events = Vec::with_capacity(n);
-            for (i, row) in rows.into_iter().enumerate() {
-                let key = binlog::key_of(table, &row);
-                events.push(ChangeEvent {
-                    tenant: tenant.clone(),
-                    database: table.database.clone(),
-                    table: table.table.clone(),
-                    op: Operation::SnapshotRead,
-                    key,
-                    before: None,
-                    after: Some(row),
-                    ddl: None,
-                    schema_version: table.version,
-                    position: SourcePosition {
-                        coordinates: view.coordinates.clone(),
-                        gtid: view_gtid.clone(),
-                        phase: Phase::Snapshot,
-                        index: progress.rows_done + i as u64,
-                    },
-                    commit_time_micros: now_micros(),
-                    transaction: TransactionInfo {
-                        id: format!("snapshot@{}", view.coordinates),
-                        index: i as u32,
-                        last: i + 1 == n,
-                    },
-                });
-            }
+            let events = snapshot_events(tenant, table, rows, &view, progress.rows_done);
             progress.rows_done += n as u64;
             table_rows += n as u64;
             if let Some(last) = events.last().and_then(|e| e.after.as_ref()) {
@@ -521,6 +656,7 @@ async fn run_snapshot(
         gtid: resume_gtid.clone(),
         snapshot: None,
         last_commit_micros: now_micros(),
+        signals_next: None,
     };
     publisher
         .publish(Batch {
@@ -649,6 +785,10 @@ async fn stream(
         .iter()
         .filter_map(|s| Some((s.database.clone(), selection.tenant(&s.database)?.to_owned())))
         .collect();
+    let table_selection = selection.tables.clone();
+    let signals = Signals::open(publisher.kafka(), checkpoint.signals_next)?;
+    checkpoint.signals_next = Some(signals.next);
+    let mut signal_tick = tokio::time::interval(Duration::from_secs(1));
     let mut reader = BinlogReader::start(
         opts.clone(),
         source.server_id,
@@ -768,7 +908,46 @@ async fn stream(
                 None => return Err(SourceError::StreamEnded { file: checkpoint.coordinates.file.clone() }),
             },
             _ = tokio::time::sleep_until(wait) => {}
+            _ = signal_tick.tick() => {}
             _ = shutdown.as_mut() => stop = true,
+        }
+        while let Some((offset, key, request)) = signals.poll() {
+            if key == source.name {
+                match request {
+                    Some(request) => {
+                        // What came before the request is published first.
+                        flush(publisher, &mut events, &mut schemas, &mut dead, &checkpoint).await?;
+                        bytes = 0;
+                        first_pending = None;
+                        let database = tenants
+                            .iter()
+                            .find(|(_, t)| **t == request.tenant)
+                            .map(|(db, _)| db.clone());
+                        match database {
+                            Some(db) => {
+                                resnapshot(
+                                    opts,
+                                    publisher,
+                                    &checkpoint,
+                                    (&db, &request.tenant),
+                                    &request.tables,
+                                    &table_selection,
+                                    options.snapshot_chunk_rows,
+                                )
+                                .await?
+                            }
+                            None => tracing::warn!(
+                                tenant = %request.tenant,
+                                "re-snapshot requested for a tenant this source does not capture; ignored"
+                            ),
+                        }
+                    }
+                    None => tracing::warn!(offset, "unreadable signal ignored"),
+                }
+            }
+            checkpoint.signals_next = Some(offset + 1);
+            dirty = true;
+            last_flush = tokio::time::Instant::now() - idle_flush;
         }
         let full = events.len() >= options.batch_max_events || bytes >= options.batch_max_bytes;
         let due = first_pending.is_some_and(|t| t.elapsed() >= options.batch_max_wait)

@@ -34,6 +34,10 @@ pub struct SourceCheckpoint {
     pub snapshot: Option<SnapshotProgress>,
     /// Commit time of the last event covered, microseconds since the epoch.
     pub last_commit_micros: i64,
+    /// The next offset of the signals topic (partition 0) to act on; `None`
+    /// until the source first streams (it then starts at the topic's end).
+    #[serde(default)]
+    pub signals_next: Option<i64>,
 }
 
 /// Where an interrupted snapshot resumes.
@@ -137,6 +141,10 @@ impl Publisher {
             dead_letter: kafka.dead_letter_topic(),
             checkpoint_key: checkpoint_key(server),
         })
+    }
+
+    pub fn kafka(&self) -> &KafkaConfig {
+        &self.kafka
     }
 
     /// Produces the batch and its checkpoint in one transaction.
@@ -262,6 +270,7 @@ pub async fn ensure_topics(kafka: &KafkaConfig, partitions: i32) -> Result<(), T
     let schema = kafka.schema_topic();
     let offsets = kafka.offsets_topic();
     let dlq = kafka.dead_letter_topic();
+    let signals = kafka.signals_topic();
     let topics = [
         NewTopic::new(&changes, partitions, TopicReplication::Fixed(-1))
             .set("max.message.bytes", &max_bytes)
@@ -273,6 +282,7 @@ pub async fn ensure_topics(kafka: &KafkaConfig, partitions: i32) -> Result<(), T
         NewTopic::new(&dlq, 1, TopicReplication::Fixed(-1))
             .set("max.message.bytes", &max_bytes)
             .set("retention.ms", "-1"),
+        NewTopic::new(&signals, 1, TopicReplication::Fixed(-1)),
     ];
     let results = admin
         .create_topics(
