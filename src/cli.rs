@@ -91,16 +91,38 @@ pub enum Command {
         #[arg(long)]
         tenant: String,
     },
-    /// Re-apply a range of the change topic to v2 (a backfill after a mapping fix).
+    /// Re-apply a range of the change topic to v2 (a backfill after a mapping fix)
+    /// through the sink's transform and position guard, beside the running sink.
+    /// Idempotent; never moves a row backwards; ends at the end of the range.
     Replay {
         #[command(flatten)]
         config: ConfigArg,
-        /// Limit to these tenants (repeatable).
+        /// The target to write to, when the configuration names several.
+        #[arg(long)]
+        target: Option<String>,
+        /// Limit to these tenants (tenant id or v1 database; repeatable).
         #[arg(long)]
         tenant: Vec<String>,
-        /// Limit to these tables (repeatable).
+        /// Limit to these v1 tables (repeatable).
         #[arg(long)]
         table: Vec<String>,
+        /// Limit to these partitions of the change topic (repeatable).
+        #[arg(long)]
+        partition: Vec<i32>,
+        /// Start at this offset in every partition (default: the beginning).
+        #[arg(long, conflicts_with = "from_time")]
+        from_offset: Option<i64>,
+        /// Start at the first message with a Kafka timestamp at or after this time
+        /// (RFC 3339 UTC, e.g. 2026-11-25T08:00:00Z, or milliseconds since the epoch).
+        #[arg(long)]
+        from_time: Option<String>,
+        /// End with this offset (inclusive) in every partition (default: the end of
+        /// the topic when the replay starts).
+        #[arg(long, conflicts_with = "to_time")]
+        to_offset: Option<i64>,
+        /// End before the first message with a Kafka timestamp after this time.
+        #[arg(long)]
+        to_time: Option<String>,
     },
     /// Ask the running source to re-snapshot tables or tenants while streaming continues.
     Snapshot {
@@ -329,7 +351,45 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { config, .. } => not_yet(&config, "verify"),
         Command::Cutover { config, .. } => not_yet(&config, "cutover"),
-        Command::Replay { config, .. } => not_yet(&config, "replay"),
+        Command::Replay {
+            config,
+            target,
+            tenant,
+            table,
+            partition,
+            from_offset,
+            from_time,
+            to_offset,
+            to_time,
+        } => {
+            use crate::sink::replay::{RangeEnd, RangeStart, ReplayOptions};
+            let cfg = load_for(&config, crate::config::Uses::SINK)?;
+            let from = match (from_offset, from_time.as_deref()) {
+                (Some(o), _) => RangeStart::Offset(o),
+                (None, Some(t)) => RangeStart::TimeMs(parse_time_ms("--from-time", t)?),
+                (None, None) => RangeStart::Beginning,
+            };
+            let to = match (to_offset, to_time.as_deref()) {
+                (Some(o), _) => RangeEnd::Offset(o),
+                (None, Some(t)) => RangeEnd::TimeMs(parse_time_ms("--to-time", t)?),
+                (None, None) => RangeEnd::Latest,
+            };
+            let options = ReplayOptions {
+                tenants: tenant,
+                tables: table,
+                partitions: partition,
+                from,
+                to,
+            };
+            let summary =
+                crate::sink::replay::run(&cfg, target.as_deref(), &options, shutdown_signal()).await?;
+            println!("{summary}");
+            Ok(if summary.interrupted {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Snapshot {
             config,
             tenant,
@@ -365,7 +425,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             limit,
         } => {
             let cfg = load(&config)?;
-            let from_time_ms = from_time.as_deref().map(parse_time_ms).transpose()?;
+            let from_time_ms = from_time
+                .as_deref()
+                .map(|t| parse_time_ms("--from-time", t))
+                .transpose()?;
             let options = ops::tail::TailOptions {
                 tenants: tenant,
                 tables: table,
@@ -471,14 +534,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Milliseconds since the epoch from `2026-11-25T08:00:00Z` (UTC, optional
 /// fraction) or from a plain number of milliseconds.
-fn parse_time_ms(text: &str) -> anyhow::Result<i64> {
+fn parse_time_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
     let trimmed = text.trim_end_matches('Z');
-    let dt: crate::event::DateTime = trimmed.parse().map_err(|_| {
-        anyhow::anyhow!("--from-time {text:?}: expected 2026-11-25T08:00:00Z or milliseconds")
-    })?;
+    let dt: crate::event::DateTime = trimmed
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{flag} {text:?}: expected 2026-11-25T08:00:00Z or milliseconds"))?;
     let days = crate::source::convert::days_from_civil(
         i64::from(dt.date.year),
         u32::from(dt.date.month),

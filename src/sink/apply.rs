@@ -7,6 +7,11 @@
 //! so v2 never moves backwards and replaying any range changes nothing. Deletes
 //! store their position too (a tombstone), so a replayed older insert does not
 //! bring a deleted row back. What is left is collapsed to one write per row.
+//!
+//! `cdc-bridge replay` guards with [`GuardMode::Replay`]: a write at exactly
+//! the stored position is applied again (the row's last change, re-derived by
+//! a fixed mapping), an older one never is. Counted (keyless) rows keep the
+//! strict rule there too, because adding a count twice is not idempotent.
 
 use std::collections::HashMap;
 
@@ -166,15 +171,40 @@ pub struct Guarded {
     pub skipped: usize,
 }
 
-/// Drops writes not newer than the stored position of their row, then collapses
-/// the rest to one write per row: the last for keyed rows, the summed count
-/// (at the newest position) for keyless ones.
+/// Which writes the guard lets through, compared with a row's stored position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// The live sink: only writes newer than the stored position.
+    Live,
+    /// A replay: writes at the stored position too (re-derived through the
+    /// current mapping), never older ones; counted rows only when newer.
+    Replay,
+}
+
+impl GuardMode {
+    /// Whether a write at `position` passes a row whose stored position is `stored`.
+    fn passes(self, write: &RowWrite, stored: &[u8]) -> bool {
+        match (self, &write.change) {
+            (GuardMode::Replay, Change::Upsert(_) | Change::Delete(_)) => write.position.as_slice() >= stored,
+            _ => write.position.as_slice() > stored,
+        }
+    }
+}
+
+/// [`guard_with`] as the live sink guards.
 pub fn guard(writes: Vec<RowWrite>, stored: &HashMap<String, Vec<u8>>) -> Guarded {
+    guard_with(writes, stored, GuardMode::Live)
+}
+
+/// Drops writes the mode does not let past the stored position of their row,
+/// then collapses the rest to one write per row: the last for keyed rows, the
+/// summed count (at the newest position) for keyless ones.
+pub fn guard_with(writes: Vec<RowWrite>, stored: &HashMap<String, Vec<u8>>, mode: GuardMode) -> Guarded {
     let mut out: Vec<RowWrite> = Vec::with_capacity(writes.len());
     let mut index: HashMap<String, usize> = HashMap::with_capacity(writes.len());
     let mut skipped = 0;
     for w in writes {
-        if stored.get(&w.row_key).is_some_and(|p| *p >= w.position) {
+        if stored.get(&w.row_key).is_some_and(|p| !mode.passes(&w, p)) {
             skipped += 1;
             continue;
         }
@@ -346,6 +376,56 @@ mod tests {
         let g = guard(all, &stored);
         assert_eq!(g.skipped, 1);
         assert!(matches!(g.writes[0].change, Change::Count { delta: 0, .. }));
+    }
+
+    #[test]
+    fn the_replay_guard_reapplies_the_stored_position_but_nothing_older() {
+        let d = def(false);
+        let evs = [
+            event(Operation::Insert, None, Some(row(1, "a")), 10),
+            event(Operation::Update, Some(row(1, "a")), Some(row(1, "b")), 20),
+        ];
+        let all = writes(&d, &evs);
+        let mut stored = HashMap::new();
+        stored.insert(all[1].row_key.clone(), all[1].position.clone());
+        // Live: both are old news.
+        let g = guard_with(all.clone(), &stored, GuardMode::Live);
+        assert_eq!((g.skipped, g.writes.len()), (2, 0));
+        // Replay: the write at the stored position goes again, the older one never.
+        let g = guard_with(all.clone(), &stored, GuardMode::Replay);
+        assert_eq!(g.skipped, 1);
+        assert_eq!(g.writes, vec![all[1].clone()]);
+        // A newer stored position (the row changed after the replayed range) blocks both.
+        stored.insert(
+            all[1].row_key.clone(),
+            position_key(&pos(1, 30, Phase::Stream, 0)),
+        );
+        let g = guard_with(all, &stored, GuardMode::Replay);
+        assert_eq!((g.skipped, g.writes.len()), (2, 0));
+    }
+
+    #[test]
+    fn the_replay_guard_keeps_tombstones_and_counts() {
+        let d = def(false);
+        let evs = [
+            event(Operation::Insert, None, Some(row(1, "a")), 10),
+            event(Operation::Delete, Some(row(1, "a")), None, 20),
+        ];
+        let all = writes(&d, &evs);
+        let mut stored = HashMap::new();
+        stored.insert(all[1].row_key.clone(), all[1].position.clone());
+        // The older insert stays blocked by the tombstone; the delete itself may go again.
+        let g = guard_with(all, &stored, GuardMode::Replay);
+        assert_eq!(g.skipped, 1);
+        assert_eq!(g.writes.len(), 1);
+        assert!(matches!(g.writes[0].change, Change::Delete(_)));
+        // A counted row at its stored position was counted already.
+        let keyless = def(true);
+        let counted = writes(&keyless, &evs[..1]);
+        let mut stored = HashMap::new();
+        stored.insert(counted[0].row_key.clone(), counted[0].position.clone());
+        let g = guard_with(counted, &stored, GuardMode::Replay);
+        assert_eq!((g.skipped, g.writes.len()), (1, 0));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Flow per batch: read committed messages of the assigned partitions, decode,
 //! transform (mirror mode: [`mirror`]; the seam where a mapping plugs in is
-//! [`Sink::transform`]), then apply in **one target transaction** together with
+//! [`Applier::transform`]), then apply in **one target transaction** together with
 //! the offsets the batch reaches (invariant 3): the transaction first claims the
 //! partitions' offsets (compare-and-set on `cdc_bridge.sink_offsets`, which also
 //! fences a second sink that still thinks it owns a partition), then applies
@@ -10,6 +10,10 @@
 //! records per-tenant progress and commits. Offsets live in the target; on start
 //! and on every assignment the sink seeks to them, and Kafka's committed offsets
 //! are only written afterwards, for monitoring.
+//!
+//! The per-batch work — transform, guard, write, dead letters — is the
+//! [`Applier`]'s, shared with [`replay`], which re-applies a range of the topic
+//! through the same path under its own guard rule and without offsets.
 //!
 //! A batch closes at a v1 transaction boundary of every partition in it (it
 //! never splits a v1 transaction, invariant 4, unless that transaction exceeds
@@ -19,6 +23,7 @@
 pub mod apply;
 pub mod mirror;
 pub mod postgres;
+pub mod replay;
 pub mod schemas;
 pub mod sqlserver;
 pub mod target;
@@ -50,6 +55,18 @@ pub enum SinkError {
     Transport(#[from] TransportError),
     #[error("target {target}: {error}")]
     Target { target: String, error: TargetError },
+    /// A replay met an event it could not decode or apply and `on_error = "stop"`.
+    #[error(
+        "replay stopped at {topic} partition {partition} offset {offset} ({what}): {reason}; \
+         the batches before it are applied: fix the cause and replay from this offset"
+    )]
+    ReplayStopped {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        what: String,
+        reason: String,
+    },
     /// An event could not be decoded or applied and `on_error = "stop"`.
     #[error(
         "stopped before {topic} partition {partition} offset {offset} ({what}): {reason}; \
@@ -70,7 +87,7 @@ impl SinkError {
         match self {
             SinkError::Target { error, .. } => error.retriable,
             SinkError::Transport(error) => error.is_retriable(),
-            SinkError::Config(_) | SinkError::Stopped { .. } => false,
+            SinkError::Config(_) | SinkError::Stopped { .. } | SinkError::ReplayStopped { .. } => false,
         }
     }
 }
@@ -162,15 +179,15 @@ struct DeadLetter {
     reason: String,
 }
 
-/// The running sink: one consumer, one target connection.
-pub struct Sink<T: Target> {
+/// The per-batch work the live sink and `replay` share: transform (mirror or
+/// mapping mode, documents), guard and write in one target transaction, and
+/// the dead-letter topic for events that cannot be applied.
+struct Applier<T: Target> {
     cfg: SinkConfig,
     kafka: KafkaConfig,
     target_cfg: TargetConfig,
     topic: String,
     target: T,
-    consumer: StreamConsumer<SinkContext>,
-    rebalances: Arc<Mutex<Vec<RebalanceEvent>>>,
     producer: FutureProducer,
     schemas: SchemaRegistry,
     /// Table definitions per (database, table, schema version), each created or
@@ -184,6 +201,40 @@ pub struct Sink<T: Target> {
     merge_owners: HashMap<String, TableDef>,
     /// Mapping mode with document rules: the documents kept current.
     documents: Option<crate::documents::Documents>,
+}
+
+/// How a batch is applied.
+enum BatchMode<'a> {
+    /// The live sink: the batch claims these offsets in its transaction, the
+    /// guard lets only newer writes through, and tenant progress is recorded.
+    Live { claims: Vec<OffsetClaim> },
+    /// A replay: only the events the filter accepts, the replay guard
+    /// ([`apply::GuardMode::Replay`]), no offsets and no progress.
+    Replay { filter: &'a replay::EventFilter },
+}
+
+/// What one batch came to, for a replay's summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Messages in the batch.
+    pub events: usize,
+    /// Events transformed and applied.
+    pub applied: usize,
+    /// Events a replay's tenant or table filter left out.
+    pub filtered: usize,
+    /// Row writes the guard let through.
+    pub rows_written: usize,
+    /// Row writes the guard dropped as older than the row's stored position.
+    pub rows_skipped: usize,
+    /// Events sent to the dead-letter topic.
+    pub dead: usize,
+}
+
+/// The running sink: one consumer, one target connection.
+pub struct Sink<T: Target> {
+    applier: Applier<T>,
+    consumer: StreamConsumer<SinkContext>,
+    rebalances: Arc<Mutex<Vec<RebalanceEvent>>>,
     parts: BTreeMap<i32, Part>,
 }
 
@@ -267,7 +318,9 @@ enum Outcome {
     Fenced,
 }
 
-impl<T: Target> Sink<T> {
+impl<T: Target> Applier<T> {
+    /// Prepares the target (bookkeeping tables, documents), loads the mapping
+    /// and the schema topic.
     async fn new(
         config: &Config,
         sink: &SinkConfig,
@@ -281,19 +334,6 @@ impl<T: Target> Sink<T> {
             error,
         };
         target.prepare().await.map_err(target_err)?;
-        // A sink started before its source finds the topics there, not absent
-        // until the next metadata refresh.
-        crate::transport::publisher::ensure_topics(&kafka, kafka.partitions).await?;
-        let rebalances = Arc::new(Mutex::new(Vec::new()));
-        let context = SinkContext {
-            topic: topic.clone(),
-            events: rebalances.clone(),
-        };
-        let consumer: StreamConsumer<SinkContext> =
-            crate::transport::read_committed_consumer_with(&kafka, &sink.group_id, context)?;
-        consumer
-            .subscribe(&[&topic])
-            .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "subscribe", e))?;
         let producer = crate::transport::idempotent_producer(&kafka)?;
         let mapping = match (sink.mode, &sink.mapping) {
             (crate::config::SinkMode::Mapping, Some(path)) => Some(
@@ -314,22 +354,12 @@ impl<T: Target> Sink<T> {
             _ => None,
         };
         let schemas = SchemaRegistry::load(&kafka).await?;
-        tracing::info!(
-            target = %target_cfg.name,
-            kind = target.kind(),
-            group = %sink.group_id,
-            topic = %topic,
-            schemas = schemas.len(),
-            "sink started"
-        );
-        Ok(Sink {
+        Ok(Applier {
             cfg: sink.clone(),
             kafka,
             target_cfg,
             topic,
             target,
-            consumer,
-            rebalances,
             producer,
             schemas,
             defs: HashMap::new(),
@@ -337,7 +367,6 @@ impl<T: Target> Sink<T> {
             projections: HashMap::new(),
             merge_owners: HashMap::new(),
             documents,
-            parts: BTreeMap::new(),
         })
     }
 
@@ -347,150 +376,6 @@ impl<T: Target> Sink<T> {
             error,
         }
     }
-
-    async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), SinkError> {
-        tokio::pin!(shutdown);
-        let max_wait = Duration::from_millis(self.cfg.batch_max_wait_ms);
-        let mut first_queued: Option<Instant> = None;
-        loop {
-            crate::ops::health::report("sink", true, "", Duration::from_secs(120));
-            self.handle_rebalances();
-            self.seek_unsought().await?;
-            let (events, bytes) = self.queued();
-            let due = first_queued.is_some_and(|t| t.elapsed() >= max_wait)
-                || events >= self.cfg.batch_max_events
-                || bytes >= self.cfg.batch_max_bytes;
-            if due {
-                let batch = self.take_batch();
-                if !batch.is_empty() {
-                    self.apply_with_retry(batch, &mut shutdown).await?;
-                    first_queued = (self.queued().0 > 0).then(Instant::now);
-                    continue;
-                }
-                // Only unfinished v1 transactions are queued: read on.
-            }
-            let wait = match first_queued {
-                Some(t) => max_wait
-                    .saturating_sub(t.elapsed())
-                    .max(Duration::from_millis(20)),
-                None => Duration::from_millis(500),
-            };
-            let received = tokio::select! {
-                _ = &mut shutdown => {
-                    tracing::info!("sink stopping; an unfinished batch is read again on the next start");
-                    return Ok(());
-                }
-                r = tokio::time::timeout(wait, self.consumer.recv()) => r,
-            };
-            match received {
-                Err(_) => {}
-                Ok(Err(e)) => {
-                    let err = TransportError::classify(&self.kafka.bootstrap_servers, "read", e);
-                    if err.is_retriable() {
-                        tracing::warn!(error = %err, "reading the change topic; retrying");
-                    } else {
-                        return Err(err.into());
-                    }
-                }
-                Ok(Ok(msg)) => {
-                    let partition = msg.partition();
-                    let offset = msg.offset();
-                    let Some(part) = self.parts.get_mut(&partition) else {
-                        continue;
-                    };
-                    if part.stored.is_none() || offset < part.fetched {
-                        continue;
-                    }
-                    let payload = msg.payload().unwrap_or_default().to_vec();
-                    let event = ChangeEvent::decode(&payload).map_err(|e| e.to_string());
-                    part.fetched = offset + 1;
-                    part.queue.push_back(Pending {
-                        offset,
-                        size: payload.len(),
-                        key: msg.key().map(<[u8]>::to_vec),
-                        payload,
-                        event,
-                    });
-                    first_queued.get_or_insert_with(Instant::now);
-                }
-            }
-        }
-    }
-
-    fn queued(&self) -> (usize, usize) {
-        self.parts.values().fold((0, 0), |(n, b), p| {
-            (
-                n + p.queue.len(),
-                b + p.queue.iter().map(|q| q.size).sum::<usize>(),
-            )
-        })
-    }
-
-    fn handle_rebalances(&mut self) {
-        let events = std::mem::take(&mut *self.rebalances.lock().expect("rebalance events lock"));
-        for event in events {
-            match event {
-                RebalanceEvent::Assigned(ps) => {
-                    tracing::info!(partitions = ?ps, "partitions assigned");
-                    for p in ps {
-                        self.parts.insert(p, Part::unsought());
-                    }
-                }
-                RebalanceEvent::Revoked(ps) => {
-                    tracing::info!(partitions = ?ps, "partitions revoked");
-                    for p in ps {
-                        self.parts.remove(&p);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Seeks every newly assigned partition to the offset stored in the target.
-    async fn seek_unsought(&mut self) -> Result<(), SinkError> {
-        if self.parts.values().all(|p| p.stored.is_some()) {
-            return Ok(());
-        }
-        let stored = match self.target.read_offsets(&self.cfg.group_id, &self.topic).await {
-            Ok(s) => s,
-            Err(e) if e.retriable => {
-                tracing::warn!(error = %e, "reading stored offsets; retrying");
-                tokio::time::sleep(backoff(&self.cfg, 1)).await;
-                self.reconnect().await?;
-                return Ok(());
-            }
-            Err(e) => return Err(self.target_error(e)),
-        };
-        for (&p, part) in self.parts.iter_mut().filter(|(_, part)| part.stored.is_none()) {
-            let at = stored.get(&p).copied();
-            let offset = at.map_or(Offset::Beginning, Offset::Offset);
-            // A partition whose fetch has not started yet refuses the seek;
-            // it is tried again on the next turn of the loop.
-            // The seek waits up to a second for librdkafka: off the async workers.
-            let seek = tokio::task::block_in_place(|| {
-                self.consumer.seek(&self.topic, p, offset, Duration::from_secs(1))
-            });
-            match seek {
-                Ok(()) => {
-                    tracing::info!(partition = p, offset = ?at, "resuming at the offset stored in the target");
-                    part.stored = Some(at);
-                    part.fetched = at.unwrap_or(0);
-                    part.queue.clear();
-                }
-                Err(e) => tracing::debug!(partition = p, error = %e, "seek not possible yet"),
-            }
-        }
-        Ok(())
-    }
-
-    fn take_batch(&mut self) -> Vec<(i32, Vec<Pending>)> {
-        take_batch(
-            &mut self.parts,
-            self.cfg.batch_max_events,
-            self.cfg.max_transaction_events,
-        )
-    }
-
     async fn reconnect(&mut self) -> Result<(), SinkError> {
         self.target.rollback().await;
         // A new connection prepares its tables (and staging) again.
@@ -505,83 +390,6 @@ impl<T: Target> Sink<T> {
             Err(e) => Err(self.target_error(e)),
         }
     }
-
-    async fn apply_with_retry(
-        &mut self,
-        batch: Vec<(i32, Vec<Pending>)>,
-        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    ) -> Result<(), SinkError> {
-        let mut attempt = 0u32;
-        loop {
-            let started = Instant::now();
-            let result = self.apply(&batch).await;
-            match result {
-                Ok(Outcome::Committed) => {
-                    let events: usize = batch.iter().map(|(_, v)| v.len()).sum();
-                    metrics::histogram!(m::SINK_BATCH_EVENTS).record(events as f64);
-                    metrics::histogram!(m::SINK_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-                    self.after_commit(&batch);
-                    return Ok(());
-                }
-                Ok(Outcome::Fenced) => {
-                    metrics::counter!(m::SINK_FENCED).increment(1);
-                    tracing::warn!(
-                        partitions = ?batch.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-                        "another sink moved these partitions' offsets; re-reading them from the target"
-                    );
-                    for (p, _) in &batch {
-                        if let Some(part) = self.parts.get_mut(p) {
-                            *part = Part::unsought();
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(e)
-                    if e.is_retriable()
-                        && (self.cfg.retry_max_attempts == 0 || attempt < self.cfg.retry_max_attempts) =>
-                {
-                    self.target.rollback().await;
-                    attempt += 1;
-                    metrics::counter!(m::SINK_RETRIES).increment(1);
-                    let delay = backoff(&self.cfg, attempt);
-                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "batch failed; retrying");
-                    crate::ops::health::report(
-                        "sink",
-                        false,
-                        format!("batch failing (attempt {attempt}): {e}"),
-                        Duration::from_secs(120),
-                    );
-                    tokio::select! {
-                        _ = shutdown.as_mut() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    if matches!(e, SinkError::Target { .. }) {
-                        self.reconnect().await?;
-                    }
-                }
-                Err(e) => {
-                    self.target.rollback().await;
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// Records the new offsets and tells Kafka (for monitoring only).
-    fn after_commit(&mut self, batch: &[(i32, Vec<Pending>)]) {
-        let mut tpl = TopicPartitionList::new();
-        for (p, pendings) in batch {
-            let Some(last) = pendings.last() else { continue };
-            if let Some(part) = self.parts.get_mut(p) {
-                part.stored = Some(Some(last.offset + 1));
-            }
-            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(last.offset + 1));
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(error = %e, "committing offsets to Kafka (informational) failed");
-        }
-    }
-
     /// The transform seam: the writes one decoded event makes. Mirror mode
     /// copies the row into its per-tenant table.
     async fn transform(
@@ -624,7 +432,6 @@ impl<T: Target> Sink<T> {
         let writes = apply::mirror_writes(&def, ev).map_err(|e| TransformFailure::Rejected(e.to_string()))?;
         Ok(vec![(def, writes)])
     }
-
     /// Mapping mode: the v2 rows the mapping derives from the event, for every
     /// v2 table its v1 table feeds. v2 tables are v2's: read from the target's
     /// catalog, never created or altered.
@@ -679,7 +486,6 @@ impl<T: Target> Sink<T> {
         }
         Ok(out)
     }
-
     /// DDL: renames columns it renames, creates or extends the table to its new schema.
     async fn apply_ddl(&mut self, ev: &ChangeEvent) -> Result<(), TransformFailure> {
         if self.mapping.is_some() {
@@ -723,8 +529,14 @@ impl<T: Target> Sink<T> {
         }
         Ok(())
     }
-
-    async fn apply(&mut self, batch: &[(i32, Vec<Pending>)]) -> Result<Outcome, SinkError> {
+    /// Applies one batch in one target transaction: the live sink's together
+    /// with its offset claim and tenant progress, a replay's with writes only.
+    async fn apply(
+        &mut self,
+        batch: &[(i32, Vec<Pending>)],
+        mode: BatchMode<'_>,
+    ) -> Result<(Outcome, BatchStats), SinkError> {
+        let mut stats = BatchStats::default();
         // 1. Outside the transaction: DDL, table creation, transform.
         let mut tables: Vec<(Arc<TableDef>, Vec<RowWrite>)> = Vec::new();
         let mut dead: Vec<DeadLetter> = Vec::new();
@@ -734,6 +546,13 @@ impl<T: Target> Sink<T> {
         let mut dirty = crate::documents::store::Dirty::default();
         for (p, pendings) in batch {
             for pending in pendings {
+                stats.events += 1;
+                if let BatchMode::Replay { filter } = &mode {
+                    if !filter.accepts(pending) {
+                        stats.filtered += 1;
+                        continue;
+                    }
+                }
                 let ev = match &pending.event {
                     Ok(ev) => ev,
                     Err(reason) => {
@@ -770,6 +589,7 @@ impl<T: Target> Sink<T> {
                             }
                         }
                         if ev.op != Operation::Watermark {
+                            stats.applied += 1;
                             *counts
                                 .entry((ev.tenant.as_str(), ev.table.as_str(), ev.op.as_str()))
                                 .or_default() += 1;
@@ -799,44 +619,43 @@ impl<T: Target> Sink<T> {
                 commit_time_micros: ev.commit_time_micros,
             })
             .collect();
+        stats.dead = dead.len();
+        let replay = matches!(mode, BatchMode::Replay { .. });
         // 2. Dead letters are delivered before the offsets past them commit.
         if !dead.is_empty() {
             if self.cfg.on_error == OnError::Stop {
                 let d = &dead[0];
-                return Err(SinkError::Stopped {
-                    topic: self.topic.clone(),
-                    partition: d.partition,
-                    offset: d.offset,
-                    what: format!(
-                        "{} stage{}",
-                        d.stage,
-                        d.table
-                            .as_ref()
-                            .map(|t| format!(", table {t}"))
-                            .unwrap_or_default()
-                    ),
-                    reason: d.reason.clone(),
+                let (topic, partition, offset) = (self.topic.clone(), d.partition, d.offset);
+                let what = format!(
+                    "{} stage{}",
+                    d.stage,
+                    d.table
+                        .as_ref()
+                        .map(|t| format!(", table {t}"))
+                        .unwrap_or_default()
+                );
+                let reason = d.reason.clone();
+                return Err(if replay {
+                    SinkError::ReplayStopped {
+                        topic,
+                        partition,
+                        offset,
+                        what,
+                        reason,
+                    }
+                } else {
+                    SinkError::Stopped {
+                        topic,
+                        partition,
+                        offset,
+                        what,
+                        reason,
+                    }
                 });
             }
-            self.dead_letter(batch, &dead).await?;
+            self.dead_letter(batch, &dead, replay).await?;
         }
-        // 3. One transaction: claim the offsets, apply, record progress.
-        let claims: Vec<OffsetClaim> = batch
-            .iter()
-            .filter_map(|(p, pendings)| {
-                let last = pendings.last()?;
-                let stored = self.parts.get(p).and_then(|part| part.stored).flatten();
-                Some(OffsetClaim {
-                    partition: *p,
-                    expected: stored,
-                    next: last.offset + 1,
-                    source_position: match &last.event {
-                        Ok(ev) => ev.position.to_string(),
-                        Err(_) => format!("offset {}", last.offset),
-                    },
-                })
-            })
-            .collect();
+        // 3. One transaction: claim the offsets (live), apply, record progress (live).
         let owners = self.merge_owners.clone();
         let t = &mut self.target;
         let name = self.target_cfg.name.clone();
@@ -845,14 +664,20 @@ impl<T: Target> Sink<T> {
             error,
         };
         t.begin().await.map_err(err)?;
-        if !t
-            .claim_offsets(&self.cfg.group_id, &self.topic, &claims)
-            .await
-            .map_err(err)?
-        {
-            t.rollback().await;
-            return Ok(Outcome::Fenced);
-        }
+        let guard_mode = match &mode {
+            BatchMode::Live { claims } => {
+                if !t
+                    .claim_offsets(&self.cfg.group_id, &self.topic, claims)
+                    .await
+                    .map_err(err)?
+                {
+                    t.rollback().await;
+                    return Ok((Outcome::Fenced, stats));
+                }
+                apply::GuardMode::Live
+            }
+            BatchMode::Replay { .. } => apply::GuardMode::Replay,
+        };
         let mut skipped = 0usize;
         // Tables in a stable order, so concurrent sinks take row locks alike.
         let mut tables: Vec<(String, Arc<TableDef>, Vec<RowWrite>)> = tables
@@ -869,8 +694,9 @@ impl<T: Target> Sink<T> {
             }
             let keys: Vec<&str> = writes.iter().map(|w| w.row_key.as_str()).collect();
             let stored = t.stored_positions(&def, &keys).await.map_err(err)?;
-            let guarded = apply::guard(writes, &stored);
+            let guarded = apply::guard_with(writes, &stored, guard_mode);
             skipped += guarded.skipped;
+            stats.rows_written += guarded.writes.len();
             if guarded.skipped > 0 {
                 metrics::counter!(m::SINK_ROWS_SKIPPED, "table" => id).increment(guarded.skipped as u64);
             }
@@ -891,6 +717,13 @@ impl<T: Target> Sink<T> {
                 );
             }
         }
+        stats.rows_skipped = skipped;
+        if replay {
+            // A replay's positions are older than the live sink's: its
+            // progress stays the live sink's.
+            t.commit().await.map_err(err)?;
+            return Ok((Outcome::Committed, stats));
+        }
         t.record_progress(&progress).await.map_err(err)?;
         t.commit().await.map_err(err)?;
         let now = now_micros();
@@ -908,11 +741,15 @@ impl<T: Target> Sink<T> {
             dead = dead.len(),
             "batch committed"
         );
-        Ok(Outcome::Committed)
+        Ok((Outcome::Committed, stats))
     }
-
     /// Writes the records and waits for every delivery.
-    async fn dead_letter(&self, batch: &[(i32, Vec<Pending>)], dead: &[DeadLetter]) -> Result<(), SinkError> {
+    async fn dead_letter(
+        &self,
+        batch: &[(i32, Vec<Pending>)],
+        dead: &[DeadLetter],
+        replay: bool,
+    ) -> Result<(), SinkError> {
         let topic = self.kafka.dead_letter_topic();
         let time = now_micros().to_string();
         let mut deliveries = Vec::with_capacity(dead.len());
@@ -937,6 +774,7 @@ impl<T: Target> Sink<T> {
                 ("cdc_bridge.table", d.table.as_deref()),
                 ("cdc_bridge.key", d.key.as_deref()),
                 ("cdc_bridge.position", d.position.as_deref()),
+                ("cdc_bridge.replay", replay.then_some("true")),
             ] {
                 if let Some(value) = value {
                     headers = headers.insert(Header {
@@ -968,6 +806,294 @@ impl<T: Target> Sink<T> {
             metrics::counter!(m::SINK_DEAD_LETTERS, "stage" => d.stage).increment(1);
         }
         Ok(())
+    }
+}
+
+impl<T: Target> Sink<T> {
+    async fn new(
+        config: &Config,
+        sink: &SinkConfig,
+        target_cfg: TargetConfig,
+        target: T,
+    ) -> Result<Self, SinkError> {
+        let kafka = config.kafka.clone();
+        let topic = kafka.changes_topic();
+        // A sink started before its source finds the topics there, not absent
+        // until the next metadata refresh.
+        crate::transport::publisher::ensure_topics(&kafka, kafka.partitions).await?;
+        let applier = Applier::new(config, sink, target_cfg, target).await?;
+        let rebalances = Arc::new(Mutex::new(Vec::new()));
+        let context = SinkContext {
+            topic: topic.clone(),
+            events: rebalances.clone(),
+        };
+        let consumer: StreamConsumer<SinkContext> =
+            crate::transport::read_committed_consumer_with(&kafka, &sink.group_id, context)?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| TransportError::classify(&kafka.bootstrap_servers, "subscribe", e))?;
+        tracing::info!(
+            target = %applier.target_cfg.name,
+            kind = applier.target.kind(),
+            group = %sink.group_id,
+            topic = %topic,
+            schemas = applier.schemas.len(),
+            "sink started"
+        );
+        Ok(Sink {
+            applier,
+            consumer,
+            rebalances,
+            parts: BTreeMap::new(),
+        })
+    }
+
+    async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), SinkError> {
+        tokio::pin!(shutdown);
+        let max_wait = Duration::from_millis(self.applier.cfg.batch_max_wait_ms);
+        let mut first_queued: Option<Instant> = None;
+        loop {
+            crate::ops::health::report("sink", true, "", Duration::from_secs(120));
+            self.handle_rebalances();
+            self.seek_unsought().await?;
+            let (events, bytes) = self.queued();
+            let due = first_queued.is_some_and(|t| t.elapsed() >= max_wait)
+                || events >= self.applier.cfg.batch_max_events
+                || bytes >= self.applier.cfg.batch_max_bytes;
+            if due {
+                let batch = self.take_batch();
+                if !batch.is_empty() {
+                    self.apply_with_retry(batch, &mut shutdown).await?;
+                    first_queued = (self.queued().0 > 0).then(Instant::now);
+                    continue;
+                }
+                // Only unfinished v1 transactions are queued: read on.
+            }
+            let wait = match first_queued {
+                Some(t) => max_wait
+                    .saturating_sub(t.elapsed())
+                    .max(Duration::from_millis(20)),
+                None => Duration::from_millis(500),
+            };
+            let received = tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("sink stopping; an unfinished batch is read again on the next start");
+                    return Ok(());
+                }
+                r = tokio::time::timeout(wait, self.consumer.recv()) => r,
+            };
+            match received {
+                Err(_) => {}
+                Ok(Err(e)) => {
+                    let err = TransportError::classify(&self.applier.kafka.bootstrap_servers, "read", e);
+                    if err.is_retriable() {
+                        tracing::warn!(error = %err, "reading the change topic; retrying");
+                    } else {
+                        return Err(err.into());
+                    }
+                }
+                Ok(Ok(msg)) => {
+                    let partition = msg.partition();
+                    let offset = msg.offset();
+                    let Some(part) = self.parts.get_mut(&partition) else {
+                        continue;
+                    };
+                    if part.stored.is_none() || offset < part.fetched {
+                        continue;
+                    }
+                    let payload = msg.payload().unwrap_or_default().to_vec();
+                    let event = ChangeEvent::decode(&payload).map_err(|e| e.to_string());
+                    part.fetched = offset + 1;
+                    part.queue.push_back(Pending {
+                        offset,
+                        size: payload.len(),
+                        key: msg.key().map(<[u8]>::to_vec),
+                        payload,
+                        event,
+                    });
+                    first_queued.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+    fn queued(&self) -> (usize, usize) {
+        self.parts.values().fold((0, 0), |(n, b), p| {
+            (
+                n + p.queue.len(),
+                b + p.queue.iter().map(|q| q.size).sum::<usize>(),
+            )
+        })
+    }
+    fn handle_rebalances(&mut self) {
+        let events = std::mem::take(&mut *self.rebalances.lock().expect("rebalance events lock"));
+        for event in events {
+            match event {
+                RebalanceEvent::Assigned(ps) => {
+                    tracing::info!(partitions = ?ps, "partitions assigned");
+                    for p in ps {
+                        self.parts.insert(p, Part::unsought());
+                    }
+                }
+                RebalanceEvent::Revoked(ps) => {
+                    tracing::info!(partitions = ?ps, "partitions revoked");
+                    for p in ps {
+                        self.parts.remove(&p);
+                    }
+                }
+            }
+        }
+    }
+    /// Seeks every newly assigned partition to the offset stored in the target.
+    async fn seek_unsought(&mut self) -> Result<(), SinkError> {
+        if self.parts.values().all(|p| p.stored.is_some()) {
+            return Ok(());
+        }
+        let stored = match self
+            .applier
+            .target
+            .read_offsets(&self.applier.cfg.group_id, &self.applier.topic)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if e.retriable => {
+                tracing::warn!(error = %e, "reading stored offsets; retrying");
+                tokio::time::sleep(backoff(&self.applier.cfg, 1)).await;
+                self.reconnect().await?;
+                return Ok(());
+            }
+            Err(e) => return Err(self.applier.target_error(e)),
+        };
+        for (&p, part) in self.parts.iter_mut().filter(|(_, part)| part.stored.is_none()) {
+            let at = stored.get(&p).copied();
+            let offset = at.map_or(Offset::Beginning, Offset::Offset);
+            // A partition whose fetch has not started yet refuses the seek;
+            // it is tried again on the next turn of the loop.
+            // The seek waits up to a second for librdkafka: off the async workers.
+            let seek = tokio::task::block_in_place(|| {
+                self.consumer
+                    .seek(&self.applier.topic, p, offset, Duration::from_secs(1))
+            });
+            match seek {
+                Ok(()) => {
+                    tracing::info!(partition = p, offset = ?at, "resuming at the offset stored in the target");
+                    part.stored = Some(at);
+                    part.fetched = at.unwrap_or(0);
+                    part.queue.clear();
+                }
+                Err(e) => tracing::debug!(partition = p, error = %e, "seek not possible yet"),
+            }
+        }
+        Ok(())
+    }
+    fn take_batch(&mut self) -> Vec<(i32, Vec<Pending>)> {
+        take_batch(
+            &mut self.parts,
+            self.applier.cfg.batch_max_events,
+            self.applier.cfg.max_transaction_events,
+        )
+    }
+    async fn reconnect(&mut self) -> Result<(), SinkError> {
+        self.applier.reconnect().await
+    }
+
+    /// The offsets a batch claims: from the one this process last stored to
+    /// the one past the batch, per partition.
+    fn claims(&self, batch: &[(i32, Vec<Pending>)]) -> Vec<OffsetClaim> {
+        batch
+            .iter()
+            .filter_map(|(p, pendings)| {
+                let last = pendings.last()?;
+                let stored = self.parts.get(p).and_then(|part| part.stored).flatten();
+                Some(OffsetClaim {
+                    partition: *p,
+                    expected: stored,
+                    next: last.offset + 1,
+                    source_position: match &last.event {
+                        Ok(ev) => ev.position.to_string(),
+                        Err(_) => format!("offset {}", last.offset),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_with_retry(
+        &mut self,
+        batch: Vec<(i32, Vec<Pending>)>,
+        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<(), SinkError> {
+        let mut attempt = 0u32;
+        loop {
+            let started = Instant::now();
+            let mode = BatchMode::Live {
+                claims: self.claims(&batch),
+            };
+            let result = self.applier.apply(&batch, mode).await.map(|(outcome, _)| outcome);
+            match result {
+                Ok(Outcome::Committed) => {
+                    let events: usize = batch.iter().map(|(_, v)| v.len()).sum();
+                    metrics::histogram!(m::SINK_BATCH_EVENTS).record(events as f64);
+                    metrics::histogram!(m::SINK_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+                    self.after_commit(&batch);
+                    return Ok(());
+                }
+                Ok(Outcome::Fenced) => {
+                    metrics::counter!(m::SINK_FENCED).increment(1);
+                    tracing::warn!(
+                        partitions = ?batch.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+                        "another sink moved these partitions' offsets; re-reading them from the target"
+                    );
+                    for (p, _) in &batch {
+                        if let Some(part) = self.parts.get_mut(p) {
+                            *part = Part::unsought();
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e)
+                    if e.is_retriable()
+                        && (self.applier.cfg.retry_max_attempts == 0
+                            || attempt < self.applier.cfg.retry_max_attempts) =>
+                {
+                    self.applier.target.rollback().await;
+                    attempt += 1;
+                    metrics::counter!(m::SINK_RETRIES).increment(1);
+                    let delay = backoff(&self.applier.cfg, attempt);
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "batch failed; retrying");
+                    crate::ops::health::report(
+                        "sink",
+                        false,
+                        format!("batch failing (attempt {attempt}): {e}"),
+                        Duration::from_secs(120),
+                    );
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    if matches!(e, SinkError::Target { .. }) {
+                        self.reconnect().await?;
+                    }
+                }
+                Err(e) => {
+                    self.applier.target.rollback().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    /// Records the new offsets and tells Kafka (for monitoring only).
+    fn after_commit(&mut self, batch: &[(i32, Vec<Pending>)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, pendings) in batch {
+            let Some(last) = pendings.last() else { continue };
+            if let Some(part) = self.parts.get_mut(p) {
+                part.stored = Some(Some(last.offset + 1));
+            }
+            let _ = tpl.add_partition_offset(&self.applier.topic, *p, Offset::Offset(last.offset + 1));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "committing offsets to Kafka (informational) failed");
+        }
     }
 }
 

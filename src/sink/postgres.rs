@@ -26,8 +26,8 @@ use crate::event::{Date, DateTime};
 use crate::source::convert::civil_from_days;
 
 use super::target::{
-    Change, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue, StoredRow, TableDef, Target, TargetError,
-    TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
+    Change, ColumnDef, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue, StoredRow, TableDef, Target,
+    TargetError, TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
 };
 
 /// Quotes an identifier: `"name"`, inner quotes doubled.
@@ -200,20 +200,39 @@ pub fn apply_statements(def: &TableDef, stage: &str) -> Vec<String> {
         ));
     } else {
         let key: Vec<String> = def.key_columns().map(|c| quote(&c.name)).collect();
-        let updates: Vec<String> = def
+        let values: Vec<&ColumnDef> = def
             .columns
             .iter()
             .enumerate()
             .filter(|(i, _)| !def.key.contains(i))
-            .map(|(_, c)| format!("{q} = EXCLUDED.{q}", q = quote(&c.name)))
+            .map(|(_, c)| c)
             .collect();
+        let updates: Vec<String> = values
+            .iter()
+            .map(|c| format!("{q} = EXCLUDED.{q}", q = quote(&c.name)))
+            .collect();
+        // A row whose values are all unchanged is left alone (no new row
+        // version), so re-applying what v2 holds — a replay — changes nothing.
         let action = if updates.is_empty() {
             "DO NOTHING".to_owned()
         } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
+            format!(
+                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                updates.join(", "),
+                values
+                    .iter()
+                    .map(|c| compared("t", c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                values
+                    .iter()
+                    .map(|c| compared("EXCLUDED", c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         out.push(format!(
-            "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} WHERE NOT _cdc_deleted \
+            "INSERT INTO {target} AS t ({col_list}) SELECT {col_list} FROM {stage} WHERE NOT _cdc_deleted \
              ON CONFLICT ({}) {action}",
             key.join(", ")
         ));
@@ -229,6 +248,19 @@ pub fn apply_statements(def: &TableDef, stage: &str) -> Vec<String> {
          ON CONFLICT (table_id, row_key) DO UPDATE SET position = EXCLUDED.position, deleted = EXCLUDED.deleted"
     ));
     out
+}
+
+/// A column as the unchanged-row check compares it: by its text where the
+/// type's equality is missing (json) or coarser than the value (-0 = 0 for
+/// floats, 1.5 = 1.50 for numerics), by the type's equality otherwise.
+fn compared(alias: &str, c: &ColumnDef) -> String {
+    let q = quote(&c.name);
+    match c.ty {
+        SqlType::Json | SqlType::Real | SqlType::Double | SqlType::Decimal { .. } => {
+            format!("{alias}.{q}::text")
+        }
+        _ => format!("{alias}.{q}"),
+    }
 }
 
 /// Appends `v` in COPY text format.
@@ -825,8 +857,10 @@ impl Target for PostgresTarget {
         let rows = self
             .client
             .query(
+                // Locked: a replay beside the live sink waits instead of
+                // both writing past the guard.
                 "SELECT row_key, position FROM cdc_bridge.row_positions \
-                 WHERE table_id = $1 AND row_key = ANY($2)",
+                 WHERE table_id = $1 AND row_key = ANY($2) FOR UPDATE",
                 &[&table.id(), &row_keys],
             )
             .await
@@ -1091,7 +1125,6 @@ impl Target for PostgresTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::target::ColumnDef;
 
     fn def(keyless: bool) -> TableDef {
         TableDef {
@@ -1144,12 +1177,13 @@ mod tests {
     }
 
     #[test]
-    fn upserts_update_only_non_key_columns() {
+    fn upserts_update_only_non_key_columns_and_only_changed_rows() {
         let s = apply_statements(&def(false), "_cdc_stage_0");
-        assert!(
-            s[0].contains("ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""),
-            "{}",
-            s[0]
+        assert_eq!(
+            s[0],
+            "INSERT INTO \"cust\"\"a\".\"patients\" AS t (\"id\", \"name\") SELECT \"id\", \"name\" \
+             FROM _cdc_stage_0 WHERE NOT _cdc_deleted ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\" \
+             WHERE (t.\"name\") IS DISTINCT FROM (EXCLUDED.\"name\")"
         );
         assert!(s[1].starts_with("DELETE FROM"), "{}", s[1]);
         assert!(s[2].contains("cdc_bridge.row_positions"), "{}", s[2]);
@@ -1159,6 +1193,42 @@ mod tests {
             "{}",
             k[0]
         );
+    }
+
+    #[test]
+    fn the_unchanged_row_check_compares_exact_text_where_equality_is_coarse() {
+        let mut d = def(false);
+        for (name, ty) in [
+            ("doc", SqlType::Json),
+            ("ratio", SqlType::Double),
+            (
+                "amount",
+                SqlType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
+            ("born", SqlType::Date),
+        ] {
+            d.columns.push(ColumnDef {
+                name: name.into(),
+                ty,
+                nullable: true,
+            });
+        }
+        let s = apply_statements(&d, "_cdc_stage_0");
+        assert!(
+            s[0].ends_with(
+                "WHERE (t.\"name\", t.\"doc\"::text, t.\"ratio\"::text, t.\"amount\"::text, t.\"born\") \
+                 IS DISTINCT FROM (EXCLUDED.\"name\", EXCLUDED.\"doc\"::text, EXCLUDED.\"ratio\"::text, \
+                 EXCLUDED.\"amount\"::text, EXCLUDED.\"born\")"
+            ),
+            "{}",
+            s[0]
+        );
+        // A key-only table has nothing to compare.
+        d.columns.truncate(1);
+        assert!(apply_statements(&d, "_cdc_stage_0")[0].ends_with("ON CONFLICT (\"id\") DO NOTHING"));
     }
 
     #[test]

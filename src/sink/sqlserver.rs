@@ -725,7 +725,28 @@ pub fn apply_sql(stage: &str, def: &TableDef) -> String {
              ON {on}\n"
         );
         if !sets.is_empty() {
-            let _ = writeln!(sql, "WHEN MATCHED THEN UPDATE SET {}", sets.join(", "));
+            // A row whose values are all unchanged is left alone, so re-applying
+            // what v2 holds — a replay — changes nothing. EXCEPT treats NULLs
+            // as equal; `compared` makes the comparison exact.
+            let (src, tgt): (Vec<String>, Vec<String>) = def
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !def.key.contains(i))
+                .map(|(i, c)| {
+                    (
+                        compared(&format!("src.{}", stage_column(i)), &c.ty),
+                        compared(&format!("tgt.{}", quote_ident(&c.name)), &c.ty),
+                    )
+                })
+                .unzip();
+            let _ = writeln!(
+                sql,
+                "WHEN MATCHED AND EXISTS (SELECT {} EXCEPT SELECT {}) THEN UPDATE SET {}",
+                src.join(", "),
+                tgt.join(", "),
+                sets.join(", ")
+            );
         }
         let _ = writeln!(
             sql,
@@ -753,6 +774,23 @@ pub fn apply_sql(stage: &str, def: &TableDef) -> String {
     );
     let _ = writeln!(sql, "DROP TABLE {stage};");
     sql
+}
+
+/// A column as the unchanged-row check compares it, exactly: SQL Server's own
+/// equality ignores trailing spaces and, under most collations, case and
+/// accents, and takes -0 for 0; text is compared as its UTF-16 bytes and
+/// length, bytes with their length (padding zeros do not compare), floats by
+/// their bits.
+fn compared(expr: &str, ty: &SqlType) -> String {
+    match ty {
+        SqlType::Text { .. } | SqlType::Json => {
+            format!("CAST(CAST({expr} AS NVARCHAR(MAX)) AS VARBINARY(MAX)), DATALENGTH({expr})")
+        }
+        SqlType::Bytes { .. } => format!("{expr}, DATALENGTH({expr})"),
+        SqlType::Real => format!("CAST({expr} AS BINARY(4))"),
+        SqlType::Double => format!("CAST({expr} AS BINARY(8))"),
+        _ => expr.to_owned(),
+    }
 }
 
 /// The SHA-256 of a row key's UTF-8 text: the row's identity in
@@ -2405,7 +2443,9 @@ mod tests {
         for fragment in [
             "MERGE [cust_a].[orders] WITH (HOLDLOCK) AS tgt\nUSING (SELECT * FROM #stage_7 WHERE [m_op] = 0) AS src",
             "ON tgt.[id] = src.[c0]\n",
-            "WHEN MATCHED THEN UPDATE SET tgt.[note] = src.[c1], tgt.[amount] = src.[c2]\n",
+            "WHEN MATCHED AND EXISTS (SELECT CAST(CAST(src.[c1] AS NVARCHAR(MAX)) AS VARBINARY(MAX)), \
+             DATALENGTH(src.[c1]), src.[c2] EXCEPT SELECT CAST(CAST(tgt.[note] AS NVARCHAR(MAX)) AS VARBINARY(MAX)), \
+             DATALENGTH(tgt.[note]), tgt.[amount]) THEN UPDATE SET tgt.[note] = src.[c1], tgt.[amount] = src.[c2]\n",
             "WHEN NOT MATCHED BY TARGET THEN INSERT ([id], [note], [amount]) VALUES (src.[c0], src.[c1], src.[c2]);",
             "DELETE tgt FROM [cust_a].[orders] AS tgt JOIN #stage_7 AS src ON tgt.[id] = src.[c0]\nWHERE src.[m_op] = 1;",
             "MERGE [cdc_bridge].[row_positions] WITH (HOLDLOCK) AS tgt",
@@ -2420,11 +2460,27 @@ mod tests {
     }
 
     #[test]
+    fn unchanged_rows_are_compared_exactly() {
+        let mut def = keyed();
+        def.columns.truncate(1);
+        def.columns.push(col("ratio", SqlType::Double, true));
+        def.columns
+            .push(col("scan", SqlType::Bytes { max_len: None }, true));
+        def.columns.push(col("born", SqlType::Date, true));
+        let sql = apply_sql("#stage_3", &def);
+        let fragment = "WHEN MATCHED AND EXISTS (SELECT CAST(src.[c1] AS BINARY(8)), src.[c2], DATALENGTH(src.[c2]), \
+                        src.[c3] EXCEPT SELECT CAST(tgt.[ratio] AS BINARY(8)), tgt.[scan], DATALENGTH(tgt.[scan]), \
+                        tgt.[born]) THEN UPDATE SET tgt.[ratio] = src.[c1], tgt.[scan] = src.[c2], tgt.[born] = src.[c3]\n";
+        assert!(sql.contains(fragment), "missing {fragment:?} in:\n{sql}");
+    }
+
+    #[test]
     fn apply_for_a_key_only_table_has_no_update() {
         let mut def = keyed();
         def.columns.truncate(1);
         let sql = apply_sql("#stage_1", &def);
-        assert!(!sql.contains("WHEN MATCHED THEN UPDATE SET tgt.[id]"), "{sql}");
+        let table_merge = sql.split("MERGE [cdc_bridge]").next().unwrap_or_default();
+        assert!(!table_merge.contains("WHEN MATCHED"), "{sql}");
         assert!(sql.contains("WHEN NOT MATCHED BY TARGET THEN INSERT ([id]) VALUES (src.[c0]);"));
     }
 
