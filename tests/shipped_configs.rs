@@ -20,7 +20,10 @@ fn env() -> Vec<(&'static str, String)> {
 fn shipped_configs_pass_the_offline_check() {
     for file in SHIPPED {
         let path = repo_root().join(file);
-        let out = cdc_bridge(&["check", "--config", path.to_str().unwrap(), "--offline"], &env());
+        let out = cdc_bridge(
+            &["check", "--config", path.to_str().unwrap(), "--offline"],
+            &env(),
+        );
         assert!(
             out.status.success(),
             "{file}: {}\n{}",
@@ -36,7 +39,10 @@ fn a_broken_copy_fails_the_offline_check_naming_the_key() {
         let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
         assert!(text.contains("server_id = 5401"), "{file} sets server_id");
         let (_dir, path) = temp_config(&text.replace("server_id = 5401", "server_id = \"5401\""));
-        let out = cdc_bridge(&["check", "--config", path.to_str().unwrap(), "--offline"], &env());
+        let out = cdc_bridge(
+            &["check", "--config", path.to_str().unwrap(), "--offline"],
+            &env(),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file}: a string server_id was accepted");
         assert!(stderr.contains("server_id"), "{file}: {stderr}");

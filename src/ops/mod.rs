@@ -6,3 +6,4 @@ pub mod health;
 pub mod mapping;
 pub mod metrics;
 pub mod tail;
+pub mod verify;
