@@ -234,7 +234,7 @@ async fn verify_passes_on_a_synced_tenant_and_names_exactly_the_planted_differen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_compares_a_mirrored_tenant_value_for_value() {
-    let p = Pipeline::new("verify_mirror", 1, "").await;
+    let p = Pipeline::new("vmirror", 1, "").await;
     let sink = add_sink(&p, "");
     let pg = pg_client(&p.stack).await;
     let db = p.databases[0].clone();

@@ -82,13 +82,19 @@ pub enum VerifyError {
     #[error("target: {0}")]
     Target(#[from] TargetError),
     #[error("Kafka: {0}")]
-    Transport(#[from] crate::transport::TransportError),
+    Transport(Box<crate::transport::TransportError>),
     #[error("Kafka: {0}")]
     Publish(#[from] crate::transport::publisher::PublishError),
     #[error("{table}: {reason}")]
     Transform { table: String, reason: String },
     #[error("timed out after {secs} s waiting for the sink: {waiting_for}")]
     Timeout { secs: u64, waiting_for: String },
+}
+
+impl From<crate::transport::TransportError> for VerifyError {
+    fn from(e: crate::transport::TransportError) -> Self {
+        VerifyError::Transport(Box::new(e))
+    }
 }
 
 /// One differing row: its v2 key, the v1 row it derives from, and (only with
@@ -847,11 +853,12 @@ fn tenant_events_after(
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
     {
-        let (_, high) = consumer
+        let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .map_err(classify("fetch watermarks"))?;
         let from = stored.get(&p).copied();
-        if from.is_some_and(|o| o >= high) {
+        // Empty, or read to its end: an empty partition never reports a position.
+        if high <= low || from.is_some_and(|o| o >= high) {
             continue;
         }
         ends.push((p, high));

@@ -2895,4 +2895,52 @@ mod tests {
         send(t.record_progress(&[]));
         send(t.rollback());
     }
+
+    #[test]
+    fn verify_reads_rows_as_text_filtered_by_tenant() {
+        let def = TableDef {
+            schema: "dbo".into(),
+            name: "Patients".into(),
+            columns: vec![
+                ColumnDef {
+                    name: "Id".into(),
+                    ty: SqlType::Uuid,
+                    nullable: false,
+                },
+                ColumnDef {
+                    name: "TenantId".into(),
+                    ty: SqlType::Text { max_chars: Some(64) },
+                    nullable: false,
+                },
+                ColumnDef {
+                    name: "CreatedAtUtc".into(),
+                    ty: SqlType::DateTimeOffset,
+                    nullable: true,
+                },
+            ],
+            key: vec![0],
+            scope: String::new(),
+        };
+        let sql = read_table_sql(&def, Some("TenantId")).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT LOWER(CONVERT(NVARCHAR(36), [Id])), CONVERT(NVARCHAR(MAX), [TenantId]), \
+             CONVERT(NVARCHAR(26), CAST(SWITCHOFFSET([CreatedAtUtc], '+00:00') AS DATETIME2(6)), 121) + N'+00' \
+             FROM [dbo].[Patients] AS t WHERE t.[TenantId] = @P1;"
+        );
+        assert!(read_table_sql(&def, Some("Nope")).is_err());
+        let keyless = TableDef { key: vec![], ..def };
+        assert!(read_table_sql(&keyless, None)
+            .unwrap()
+            .contains("SELECT TOP (t.[_cdc_count]) 1"));
+        assert_eq!(
+            read_table_value(&SqlType::DateTimeOffset, Some("1970-01-01 00:00:01.000001+00")).unwrap(),
+            SqlValue::Instant(1_000_001)
+        );
+        assert_eq!(
+            read_table_value(&SqlType::Duration, Some("-1")).unwrap(),
+            SqlValue::Duration(-1)
+        );
+        assert_eq!(read_table_value(&SqlType::Int, None).unwrap(), SqlValue::Null);
+    }
 }
