@@ -76,12 +76,26 @@ pub enum Command {
     },
     /// Compare v1 and v2 for one tenant through the mapping: counts and
     /// content checksums per table, and the first differing keys.
+    ///
+    /// Exit status: 0 equal, 1 different, 2 could not verify (unreachable, timeout).
     Verify {
         #[command(flatten)]
         config: ConfigArg,
         /// The v2 tenant id.
         #[arg(long)]
         tenant: String,
+        /// The target to compare with, when the configuration names several.
+        #[arg(long)]
+        target: Option<String>,
+        /// Print the values of differing rows (v1 holds patient data: off by default).
+        #[arg(long)]
+        show_values: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting for the sink to reach the snapshot position after this long.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
     /// Cut one tenant over: require zero lag, verify, optionally freeze v1,
     /// drain, and write a report.
@@ -349,7 +363,40 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { config, .. } => not_yet(&config, "verify"),
+        Command::Verify {
+            config,
+            tenant,
+            target,
+            show_values,
+            json,
+            timeout_secs,
+        } => {
+            let cfg = load(&config)?;
+            let options = ops::verify::VerifyOptions {
+                tenant,
+                target,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+                show_values,
+            };
+            match ops::verify::run(&cfg, &options).await {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", report.to_text());
+                    }
+                    Ok(if report.equal {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+                Err(e) => {
+                    eprintln!("error: verify: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Cutover { config, .. } => not_yet(&config, "cutover"),
         Command::Replay {
             config,

@@ -106,6 +106,40 @@ impl Documents {
         &self.rules
     }
 
+    /// The v2 columns rule `i` writes, as the catalog of its v2 table has them.
+    pub fn target_def(&self, i: usize, catalog: &TableDef) -> Result<TableDef, String> {
+        let r = &self.rules[i];
+        projection(r, catalog, r.target.columns.keys().map(String::as_str))
+    }
+
+    /// The v2 rows of rule `i`'s documents of `tenant` built from `rows` (every
+    /// root among them that `skip_if` keeps) and rendered, in `def`'s column
+    /// order, with their root keys; the render time reads as 0. For `verify`.
+    pub async fn expected_rows(
+        &self,
+        i: usize,
+        tenant: &str,
+        rows: &Rows,
+        def: &TableDef,
+    ) -> Result<Vec<(String, Vec<SqlValue>)>, TargetError> {
+        let rule = &self.rules[i];
+        let mut jobs: Vec<(String, model::Built)> = rows
+            .by_key
+            .iter()
+            .filter(|((table, _), root)| *table == rule.root && !store::skipped(rule, &root.row))
+            .map(|((_, key), root)| (key.clone(), model::build(rule, tenant, root, rows)))
+            .collect();
+        jobs.sort_by(|a, b| a.0.cmp(&b.0));
+        let rendered = self.render_all(i, jobs).await?;
+        Ok(rendered
+            .into_iter()
+            .map(|(key, built, pdf)| {
+                let values = self.values(rule, def, tenant, &key, &built, &pdf, 0);
+                (key, values)
+            })
+            .collect())
+    }
+
     /// Reads the v2 document tables and prepares their writes (outside any batch).
     pub async fn prepare<T: Target>(&mut self, target: &mut T) -> Result<(), TargetError> {
         target.ensure_table(&self.state).await?;

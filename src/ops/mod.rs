@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod signal;
 pub mod status;
 pub mod tail;
+pub mod verify;

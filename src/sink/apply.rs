@@ -38,7 +38,7 @@ pub fn position_key(p: &SourcePosition) -> Vec<u8> {
 
 /// A value's canonical text in a row key: stable across versions of this
 /// program, because stored keys must match for months of replays.
-fn canonical(v: &SqlValue) -> String {
+pub fn canonical(v: &SqlValue) -> String {
     match v {
         SqlValue::Null => "null".into(),
         SqlValue::Bool(b) => b.to_string(),

@@ -1141,7 +1141,7 @@ fn take_batch(parts: &mut BTreeMap<i32, Part>, max_events: usize, max_tx: usize)
 }
 
 /// A v1 key as `{"id":"7"}`: column names and canonical values (keys are ids).
-fn v1_key_text(key: &crate::event::Row) -> String {
+pub(crate) fn v1_key_text(key: &crate::event::Row) -> String {
     let map: serde_json::Map<String, serde_json::Value> = key
         .0
         .iter()

@@ -584,6 +584,13 @@ impl PostgresTarget {
 }
 
 pub async fn read_rows(client: &Client, def: &TableDef) -> Result<Vec<Vec<SqlValue>>, TargetError> {
+    read_rows_where(client, def, None).await
+}
+
+/// The SELECT of [`read_rows_where`]: every column as text, keyless tables
+/// expanded to one row per copy, and with a filter `WHERE col = $1` (the
+/// parameter is the value's text, cast to the column's type).
+pub fn read_rows_sql(def: &TableDef, filter: Option<&str>) -> Result<String, TargetError> {
     let cols: Vec<String> = def
         .columns
         .iter()
@@ -593,18 +600,51 @@ pub async fn read_rows(client: &Client, def: &TableDef) -> Result<Vec<Vec<SqlVal
     if def.is_keyless() {
         let _ = write!(
             select,
-            ", {} FROM {} CROSS JOIN LATERAL generate_series(1, {}) AS copies",
-            quote(COUNT_COLUMN),
+            " FROM {} CROSS JOIN LATERAL generate_series(1, {}) AS copies",
             qualified(def),
             quote(COUNT_COLUMN)
         );
     } else {
         let _ = write!(select, " FROM {}", qualified(def));
     }
-    let rows = client
-        .query(&select, &[])
-        .await
-        .map_err(|e| classify(&format!("read {}", def.id()), e))?;
+    if let Some(column) = filter {
+        let c =
+            def.columns.iter().find(|c| c.name == column).ok_or_else(|| {
+                TargetError::fatal(format!("{}: no column {column} to filter by", def.id()))
+            })?;
+        let _ = write!(
+            select,
+            " WHERE {} = CAST($1::text AS {})",
+            quote(&c.name),
+            sql_type(&c.ty)
+        );
+    }
+    Ok(select)
+}
+
+/// Rows of a table, read as text and parsed back by column type, optionally
+/// only those whose column equals a value.
+pub async fn read_rows_where(
+    client: &Client,
+    def: &TableDef,
+    filter: Option<(&str, &SqlValue)>,
+) -> Result<Vec<Vec<SqlValue>>, TargetError> {
+    let select = read_rows_sql(def, filter.map(|(c, _)| c))?;
+    let rows = match filter {
+        Some((_, value)) => {
+            let text = match value {
+                SqlValue::Text(s) => s.clone(),
+                other => {
+                    let mut text = String::new();
+                    copy_text(&mut text, other);
+                    text
+                }
+            };
+            client.query(&select, &[&text]).await
+        }
+        None => client.query(&select, &[]).await,
+    }
+    .map_err(|e| classify(&format!("read {}", def.id()), e))?;
     rows.iter()
         .map(|row| {
             def.columns
@@ -1110,6 +1150,26 @@ impl Target for PostgresTarget {
             .batch_execute("COMMIT")
             .await
             .map_err(|e| classify("commit", e))
+    }
+
+    async fn read_table(
+        &mut self,
+        table: &TableDef,
+        filter: Option<(&str, &SqlValue)>,
+    ) -> Result<Vec<Vec<SqlValue>>, TargetError> {
+        read_rows_where(&self.client, table, filter).await
+    }
+
+    async fn applied_position(&mut self, tenant: &str) -> Result<Option<(String, Vec<u8>)>, TargetError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT source_position, position_key FROM cdc_bridge.applied WHERE tenant = $1",
+                &[&tenant],
+            )
+            .await
+            .map_err(|e| classify("read applied position", e))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     async fn rollback(&mut self) {

@@ -173,6 +173,84 @@ pub fn column_type_sql(ty: &SqlType) -> String {
     }
 }
 
+/// The text form `verify` reads a column in: the forms PostgreSQL prints
+/// (`t`/`f`, ISO times in UTC with `+00`, `\x` hex bytes, lowercase UUIDs),
+/// so one parser reads both targets' rows; durations and bit strings as
+/// their integers.
+fn read_column_sql(c: &super::target::ColumnDef) -> String {
+    let q = quote_ident(&c.name);
+    match &c.ty {
+        SqlType::Bool => format!("CASE WHEN {q} IS NULL THEN NULL WHEN {q} = 1 THEN N't' ELSE N'f' END"),
+        SqlType::Date => format!("CONVERT(NVARCHAR(10), {q}, 23)"),
+        SqlType::DateTime => format!("CONVERT(NVARCHAR(26), CAST({q} AS DATETIME2(6)), 121)"),
+        SqlType::DateTimeOffset => {
+            format!("CONVERT(NVARCHAR(26), CAST(SWITCHOFFSET({q}, '+00:00') AS DATETIME2(6)), 121) + N'+00'")
+        }
+        SqlType::Bytes { .. } => format!("N'\\x' + LOWER(CONVERT(NVARCHAR(MAX), {q}, 2))"),
+        SqlType::Bits { width } if *width <= 1 => format!("CONVERT(NVARCHAR(20), CAST({q} AS BIGINT))"),
+        SqlType::Bits { .. } => format!("CONVERT(NVARCHAR(20), CAST({q} AS BIGINT))"),
+        SqlType::Uuid => format!("LOWER(CONVERT(NVARCHAR(36), {q}))"),
+        SqlType::Real | SqlType::Double => format!("CONVERT(NVARCHAR(40), {q}, 3)"),
+        _ => format!("CONVERT(NVARCHAR(MAX), {q})"),
+    }
+}
+
+/// The SELECT `verify` reads a table's rows with (every column as text, a
+/// keyless table's row once per copy), filtered by `@P1` on one column.
+pub fn read_table_sql(def: &TableDef, filter: Option<&str>) -> Result<String, TargetError> {
+    let cols: Vec<String> = def.columns.iter().map(read_column_sql).collect();
+    let mut sql = format!(
+        "SELECT {} FROM {} AS t",
+        cols.join(", "),
+        qualified(&def.schema, &def.name)
+    );
+    if def.is_keyless() {
+        let _ = write!(
+            sql,
+            " CROSS APPLY (SELECT TOP (t.{}) 1 AS n FROM sys.all_columns a CROSS JOIN sys.all_columns b) AS copies",
+            quote_ident(COUNT_COLUMN)
+        );
+    }
+    if let Some(column) = filter {
+        if !def.columns.iter().any(|c| c.name == column) {
+            return Err(TargetError::fatal(format!(
+                "{}: no column {column} to filter by",
+                def.id()
+            )));
+        }
+        let _ = write!(sql, " WHERE t.{} = @P1", quote_ident(column));
+    }
+    sql.push(';');
+    Ok(sql)
+}
+
+/// A value read by [`read_table_sql`].
+pub fn read_table_value(ty: &SqlType, text: Option<&str>) -> Result<SqlValue, String> {
+    match (ty, text) {
+        (_, None) => Ok(SqlValue::Null),
+        (SqlType::Duration, Some(t)) => t
+            .parse()
+            .map(SqlValue::Duration)
+            .map_err(|_| format!("cannot read {t:?} as a duration")),
+        (SqlType::Bits { width }, Some(t)) => t
+            .parse::<i64>()
+            .map(|bits| SqlValue::Bits {
+                width: *width,
+                bits: bits as u64,
+            })
+            .map_err(|_| format!("cannot read {t:?} as bits")),
+        (SqlType::Real, Some(t)) => t
+            .parse()
+            .map(SqlValue::Real)
+            .map_err(|_| format!("cannot read {t:?}")),
+        (SqlType::Double, Some(t)) => t
+            .parse()
+            .map(SqlValue::Double)
+            .map_err(|_| format!("cannot read {t:?}")),
+        (ty, text) => super::postgres::parse_text(ty, text),
+    }
+}
+
 /// The type of a key column: as [`column_type_sql`], except that MAX types,
 /// which SQL Server cannot index, become the longest bounded type (values longer
 /// than the 900-byte index key limit are rejected by the server either way).
@@ -2052,6 +2130,65 @@ impl Target for SqlServerTarget {
         result
     }
 
+    async fn read_table(
+        &mut self,
+        table: &TableDef,
+        filter: Option<(&str, &SqlValue)>,
+    ) -> Result<Vec<Vec<SqlValue>>, TargetError> {
+        let what = table.id();
+        let sql = read_table_sql(table, filter.map(|(c, _)| c))?;
+        let mut query = Query::new(sql.as_str());
+        if let Some((column, value)) = filter {
+            let ty = table
+                .columns
+                .iter()
+                .find(|c| c.name == column)
+                .map(|c| c.ty.clone())
+                .unwrap_or(SqlType::Text { max_chars: None });
+            let bound = bind_value(&ty, value)
+                .map_err(|e| TargetError::fatal(format!("{what}: filter {column}: {e}")))?;
+            query.bind(bound);
+        }
+        let rows = self.query("read_table", &what, query).await?;
+        rows.iter()
+            .map(|row| {
+                table
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let text: Option<&str> = row
+                            .try_get(i)
+                            .map_err(|e| TargetError::fatal(format!("{what}.{}: {e}", c.name)))?;
+                        read_table_value(&c.ty, text).map_err(TargetError::fatal)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn applied_position(&mut self, tenant: &str) -> Result<Option<(String, Vec<u8>)>, TargetError> {
+        let sql = format!(
+            "SELECT [source_position], [position_key] FROM {} WHERE [tenant] = @P1;",
+            bookkeeping("applied")
+        );
+        let mut query = Query::new(sql.as_str());
+        query.bind(tenant);
+        let rows = self.query("applied_position", tenant, query).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let read = || -> tiberius::Result<(String, Vec<u8>)> {
+            Ok((
+                row.try_get::<&str, _>(0)?.unwrap_or_default().to_owned(),
+                row.try_get::<&[u8], _>(1)?.unwrap_or_default().to_vec(),
+            ))
+        };
+        read()
+            .map(Some)
+            .map_err(|e| self.failed("applied_position", tenant, e))
+    }
+
     async fn rollback(&mut self) {
         self.in_transaction = false;
         let Some(client) = self.client.as_mut() else {
@@ -2859,5 +2996,53 @@ mod tests {
         send(t.ensure_table(def));
         send(t.record_progress(&[]));
         send(t.rollback());
+    }
+
+    #[test]
+    fn verify_reads_rows_as_text_filtered_by_tenant() {
+        let def = TableDef {
+            schema: "dbo".into(),
+            name: "Patients".into(),
+            columns: vec![
+                ColumnDef {
+                    name: "Id".into(),
+                    ty: SqlType::Uuid,
+                    nullable: false,
+                },
+                ColumnDef {
+                    name: "TenantId".into(),
+                    ty: SqlType::Text { max_chars: Some(64) },
+                    nullable: false,
+                },
+                ColumnDef {
+                    name: "CreatedAtUtc".into(),
+                    ty: SqlType::DateTimeOffset,
+                    nullable: true,
+                },
+            ],
+            key: vec![0],
+            scope: String::new(),
+        };
+        let sql = read_table_sql(&def, Some("TenantId")).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT LOWER(CONVERT(NVARCHAR(36), [Id])), CONVERT(NVARCHAR(MAX), [TenantId]), \
+             CONVERT(NVARCHAR(26), CAST(SWITCHOFFSET([CreatedAtUtc], '+00:00') AS DATETIME2(6)), 121) + N'+00' \
+             FROM [dbo].[Patients] AS t WHERE t.[TenantId] = @P1;"
+        );
+        assert!(read_table_sql(&def, Some("Nope")).is_err());
+        let keyless = TableDef { key: vec![], ..def };
+        assert!(read_table_sql(&keyless, None)
+            .unwrap()
+            .contains("SELECT TOP (t.[_cdc_count]) 1"));
+        assert_eq!(
+            read_table_value(&SqlType::DateTimeOffset, Some("1970-01-01 00:00:01.000001+00")).unwrap(),
+            SqlValue::Instant(1_000_001)
+        );
+        assert_eq!(
+            read_table_value(&SqlType::Duration, Some("-1")).unwrap(),
+            SqlValue::Duration(-1)
+        );
+        assert_eq!(read_table_value(&SqlType::Int, None).unwrap(), SqlValue::Null);
     }
 }

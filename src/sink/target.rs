@@ -340,6 +340,18 @@ pub trait Target: Send {
 
     async fn commit(&mut self) -> Result<(), TargetError>;
 
+    /// Every row of `table` (its columns, in order; a keyless table's row once
+    /// per copy), or only those whose column `filter.0` equals `filter.1`. For
+    /// comparisons (`verify`), outside any batch.
+    async fn read_table(
+        &mut self,
+        table: &TableDef,
+        filter: Option<(&str, &SqlValue)>,
+    ) -> Result<Vec<Vec<SqlValue>>, TargetError>;
+
+    /// The last applied source position of `tenant` (display form and sortable key).
+    async fn applied_position(&mut self, tenant: &str) -> Result<Option<(String, Vec<u8>)>, TargetError>;
+
     /// Rolls back an open transaction; errors are logged, the connection reset if needed.
     async fn rollback(&mut self);
 }
