@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
@@ -102,8 +101,18 @@ pub enum Command {
     Cutover {
         #[command(flatten)]
         config: ConfigArg,
+        /// The v2 tenant id.
         #[arg(long)]
         tenant: String,
+        /// The target, when the configuration names several.
+        #[arg(long)]
+        target: Option<String>,
+        /// Seconds the lag must stay zero (default: `cutover.window_secs`).
+        #[arg(long)]
+        window_secs: Option<u64>,
+        /// Directory for the report (default: `cutover.report_dir`).
+        #[arg(long)]
+        report_dir: Option<std::path::PathBuf>,
     },
     /// Re-apply a range of the change topic to v2 (a backfill after a mapping fix)
     /// through the sink's transform and position guard, beside the running sink.
@@ -397,7 +406,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Cutover { config, .. } => not_yet(&config, "cutover"),
+        Command::Cutover {
+            config,
+            tenant,
+            target,
+            window_secs,
+            report_dir,
+        } => {
+            let cfg = load(&config)?;
+            let c = &cfg.cutover;
+            let options = ops::cutover::CutoverOptions {
+                tenant,
+                target,
+                window: Duration::from_secs(window_secs.unwrap_or(c.window_secs)),
+                poll: Duration::from_secs(2),
+                report_dir: report_dir.unwrap_or_else(|| c.report_dir.clone().into()),
+                freeze_command: c.freeze_command.clone(),
+                drain_timeout: Duration::from_secs(c.drain_timeout_secs),
+            };
+            let report = ops::cutover::run(&cfg, &options).await?;
+            print!("{}", report.to_text());
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Replay {
             config,
             target,
@@ -640,11 +674,4 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown requested");
-}
-
-/// Commands whose stage is not built yet still validate their configuration,
-/// then say plainly that they cannot run.
-fn not_yet(config: &ConfigArg, what: &str) -> anyhow::Result<ExitCode> {
-    load(config).with_context(|| format!("{what}: configuration"))?;
-    anyhow::bail!("`{what}` is not available in this version of cdc-bridge yet")
 }

@@ -103,6 +103,50 @@ pub struct Config {
     pub sink: Option<SinkConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub cutover: CutoverConfig,
+}
+
+/// `cdc-bridge cutover`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverConfig {
+    /// Seconds the tenant's lag must stay zero before verify runs.
+    #[serde(default = "default_cutover_window_secs")]
+    pub window_secs: u64,
+    /// A shell command run after verify passes, to stop writes to the v1
+    /// tenant (it gets CDC_BRIDGE_TENANT and CDC_BRIDGE_DATABASE); the final
+    /// drain follows. Unset: no freeze.
+    pub freeze_command: Option<String>,
+    /// How long verify may wait for the sink, and the drain after the freeze.
+    #[serde(default = "default_cutover_drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
+    /// Where the JSON and text reports go.
+    #[serde(default = "default_cutover_report_dir")]
+    pub report_dir: String,
+}
+
+impl Default for CutoverConfig {
+    fn default() -> Self {
+        CutoverConfig {
+            window_secs: default_cutover_window_secs(),
+            freeze_command: None,
+            drain_timeout_secs: default_cutover_drain_timeout_secs(),
+            report_dir: default_cutover_report_dir(),
+        }
+    }
+}
+
+fn default_cutover_window_secs() -> u64 {
+    30
+}
+
+fn default_cutover_drain_timeout_secs() -> u64 {
+    300
+}
+
+fn default_cutover_report_dir() -> String {
+    "cutover-reports".to_owned()
 }
 
 /// The v1 server.

@@ -60,6 +60,35 @@ fn verify(p: &Pipeline, tenant: &str, extra: &[&str]) -> Output {
     cdc_bridge(&args, &p.stack.child_env())
 }
 
+fn cutover(p: &Pipeline, tenant: &str, reports: &std::path::Path) -> Output {
+    cdc_bridge(
+        &[
+            "cutover",
+            "--config",
+            path_str(&p.config_path),
+            "--tenant",
+            tenant,
+            "--window-secs",
+            "3",
+            "--report-dir",
+            path_str(reports),
+        ],
+        &p.stack.child_env(),
+    )
+}
+
+/// The one JSON report in `dir`.
+fn cutover_report(dir: &std::path::Path) -> serde_json::Value {
+    let json: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(json.len(), 1, "one report: {json:?}");
+    assert!(json[0].with_extension("txt").exists(), "and its text form");
+    serde_json::from_slice(&std::fs::read(&json[0]).unwrap()).unwrap()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -135,6 +164,40 @@ async fn verify_passes_on_a_synced_tenant_and_names_exactly_the_planted_differen
         text(&out)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("LegacyDocuments"));
+
+    // Cutover of the synced tenant: lag zero through the window, verify equal, a
+    // freeze command, the drain, a report.
+    let reports = tempfile::tempdir().unwrap();
+    let marker = reports.path().join("frozen");
+    let mut config = std::fs::read_to_string(&p.config_path).unwrap();
+    config.push_str(&format!(
+        "\n[cutover]\nfreeze_command = \"echo $CDC_BRIDGE_DATABASE > {}\"\n",
+        marker.display()
+    ));
+    std::fs::write(&p.config_path, config).unwrap();
+    let out = cutover(&p, &db, reports.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cutover of a synced tenant:\n{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().trim(),
+        db,
+        "the freeze command ran for the tenant"
+    );
+    let report = cutover_report(reports.path());
+    assert_eq!(report["ok"], true);
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["lag", "verify", "freeze", "drain"]);
+    assert!(report["verify"]["tables"].as_array().unwrap().len() > 5);
+    std::fs::remove_file(&marker).unwrap();
 
     // Plant the differences directly in v2, with the sink stopped.
     sink.terminate();
@@ -217,12 +280,52 @@ async fn verify_passes_on_a_synced_tenant_and_names_exactly_the_planted_differen
         "{human_text}"
     );
 
+    // Cutover refuses when verify fails, and changes nothing: the freeze never runs.
+    let refused = tempfile::tempdir().unwrap();
+    let out = cutover(&p, &db, refused.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = cutover_report(refused.path());
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["steps"][1]["name"], "verify");
+    assert_eq!(report["steps"][1]["ok"], false);
+    assert!(!marker.exists(), "no freeze after a failed verify");
+
     let shown = verify(&p, &db, &["--show-values"]);
     assert_eq!(shown.status.code(), Some(1), "{}", text(&shown));
     assert!(
         String::from_utf8_lossy(&shown.stdout).contains(PLANTED),
         "--show-values shows the value:\n{}",
         text(&shown)
+    );
+
+    // ... and while the tenant has lag (a v1 change the stopped sink has not applied).
+    conn.query_drop(format!("UPDATE `{db}`.notes SET subject = 'later' WHERE id = 2"))
+        .await
+        .unwrap();
+    wait_until("lag on the topic", Duration::from_secs(60), || async {
+        let out = cdc_bridge(
+            &["status", "--config", path_str(&p.config_path), "--json"],
+            &p.stack.child_env(),
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let t = s["tenants"]
+            .as_array()?
+            .iter()
+            .find(|t| t["tenant"] == db.as_str())?
+            .clone();
+        (t["kafka_lag_events"].as_u64()? > 0).then_some(())
+    })
+    .await;
+    let lagging = tempfile::tempdir().unwrap();
+    let out = cutover(&p, &db, lagging.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = cutover_report(lagging.path());
+    assert_eq!(report["steps"][0]["name"], "lag");
+    assert_eq!(report["steps"][0]["ok"], false);
+    assert_eq!(
+        report["steps"].as_array().unwrap().len(),
+        1,
+        "nothing after a refused lag check"
     );
 
     drop(source);

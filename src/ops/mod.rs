@@ -1,6 +1,7 @@
 //! Operator commands: checks, status, verification, cutover, replay.
 
 pub mod check;
+pub mod cutover;
 pub mod generate;
 pub mod health;
 pub mod mapping;

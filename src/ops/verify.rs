@@ -773,7 +773,12 @@ async fn wait_for_sink<T: Target>(
     let started = Instant::now();
     let mut announced = false;
     loop {
-        let applied = target.applied_position(tenant).await?;
+        let applied = target
+            .read_applied()
+            .await?
+            .into_iter()
+            .find(|(p, _)| p.tenant == tenant)
+            .map(|(p, _)| (p.source_position, p.position_key));
         if let Some((shown, key)) = &applied {
             if *key >= wanted {
                 return Ok(format!("applied {shown}, at or after the snapshot position"));

@@ -1160,18 +1160,6 @@ impl Target for PostgresTarget {
         read_rows_where(&self.client, table, filter).await
     }
 
-    async fn applied_position(&mut self, tenant: &str) -> Result<Option<(String, Vec<u8>)>, TargetError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT source_position, position_key FROM cdc_bridge.applied WHERE tenant = $1",
-                &[&tenant],
-            )
-            .await
-            .map_err(|e| classify("read applied position", e))?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
-
     async fn rollback(&mut self) {
         if self.in_transaction {
             self.in_transaction = false;

@@ -2167,28 +2167,6 @@ impl Target for SqlServerTarget {
             .collect()
     }
 
-    async fn applied_position(&mut self, tenant: &str) -> Result<Option<(String, Vec<u8>)>, TargetError> {
-        let sql = format!(
-            "SELECT [source_position], [position_key] FROM {} WHERE [tenant] = @P1;",
-            bookkeeping("applied")
-        );
-        let mut query = Query::new(sql.as_str());
-        query.bind(tenant);
-        let rows = self.query("applied_position", tenant, query).await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let read = || -> tiberius::Result<(String, Vec<u8>)> {
-            Ok((
-                row.try_get::<&str, _>(0)?.unwrap_or_default().to_owned(),
-                row.try_get::<&[u8], _>(1)?.unwrap_or_default().to_vec(),
-            ))
-        };
-        read()
-            .map(Some)
-            .map_err(|e| self.failed("applied_position", tenant, e))
-    }
-
     async fn rollback(&mut self) {
         self.in_transaction = false;
         let Some(client) = self.client.as_mut() else {

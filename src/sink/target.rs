@@ -349,9 +349,6 @@ pub trait Target: Send {
         filter: Option<(&str, &SqlValue)>,
     ) -> Result<Vec<Vec<SqlValue>>, TargetError>;
 
-    /// The last applied source position of `tenant` (display form and sortable key).
-    async fn applied_position(&mut self, tenant: &str) -> Result<Option<(String, Vec<u8>)>, TargetError>;
-
     /// Rolls back an open transaction; errors are logged, the connection reset if needed.
     async fn rollback(&mut self);
 }
