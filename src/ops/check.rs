@@ -378,13 +378,30 @@ async fn check_target(target: &TargetConfig, report: &mut Report) {
     match target.kind {
         TargetKind::Postgres => check_postgres(target, report).await,
         TargetKind::SqlServer => {
-            report.add(
-                &format!("target {} (sqlserver)", target.name),
-                "supported",
-                "yes",
-                "no: this build has no SQL Server target yet",
-                Verdict::Fail,
-            );
+            use crate::sink::target::Target;
+            let server = format!("target {} (sqlserver)", target.name);
+            match crate::sink::sqlserver::SqlServerTarget::connect(target).await {
+                Ok(mut t) => {
+                    report.add(&server, "reachable", "yes", "yes", Verdict::Ok);
+                    match t.prepare().await {
+                        Ok(()) => report.add(
+                            &server,
+                            "bookkeeping schema cdc_bridge",
+                            "creatable",
+                            "present",
+                            Verdict::Ok,
+                        ),
+                        Err(e) => report.add(
+                            &server,
+                            "bookkeeping schema cdc_bridge",
+                            "creatable",
+                            format!("no: {e}"),
+                            Verdict::Fail,
+                        ),
+                    }
+                }
+                Err(e) => report.add(&server, "reachable", "yes", format!("no: {e}"), Verdict::Fail),
+            }
         }
     }
 }
