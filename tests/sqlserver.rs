@@ -275,7 +275,17 @@ async fn prepare_twice_is_harmless() {
         .into_iter()
         .map(|r| r[0].clone().unwrap_or_default())
         .collect();
-    assert_eq!(names, vec!["applied", "row_positions", "sink_offsets"]);
+    assert_eq!(
+        names,
+        vec![
+            "applied",
+            "doc_deps",
+            "doc_rows",
+            "documents",
+            "row_positions",
+            "sink_offsets"
+        ]
+    );
 }
 
 #[tokio::test]
