@@ -74,26 +74,28 @@ async fn status_shows_idle_tenants_caught_up_and_lag_under_a_stopped_sink() {
 
     // Idle: every tenant caught up, and its delay stays small because the
     // source's watermarks keep arriving (without them it would grow with idleness).
-    let s = wait_until(
-        "every tenant caught up with a fresh watermark",
-        Duration::from_secs(90),
-        || {
-            let p = &p;
-            async move {
-                let s = status(p);
-                let ok = last_write.elapsed() > Duration::from_secs(6)
-                    && p.databases.iter().all(|db| {
-                        tenant(&s, db).is_some_and(|t| {
-                            t["state"] == "caught up"
-                                && t["kafka_lag_events"] == 0
-                                && t["sink_delay_secs"].as_f64().is_some_and(|d| d < 4.0)
-                        })
-                    });
-                ok.then_some(s)
-            }
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let s = loop {
+        let s = status(&p);
+        let ok = last_write.elapsed() > Duration::from_secs(6)
+            && p.databases.iter().all(|db| {
+                tenant(&s, db).is_some_and(|t| {
+                    t["state"] == "caught up"
+                        && t["kafka_lag_events"] == 0
+                        && t["sink_delay_secs"].as_f64().is_some_and(|d| d < 4.0)
+                })
+            });
+        if ok {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every tenant caught up with a fresh watermark:\n{s:#}\n--- sink\n{}\n--- source\n{}",
+            sink.log_text(),
+            source.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_eq!(s["source_snapshotting"], false);
 
     // The endpoint: metrics with a delay gauge per tenant, healthy and ready.
@@ -226,7 +228,19 @@ async fn readyz_follows_kafka_going_away_and_coming_back() {
     };
     wait_until("ready", Duration::from_secs(60), ready(200)).await;
     kafka.kill();
-    let body = wait_until("unready without Kafka", Duration::from_secs(60), ready(503)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        if let Some((503, body)) = http_get(port, "/readyz") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not unready without Kafka: {:?}\n--- sink\n{}",
+            http_get(port, "/readyz"),
+            sink.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(body.contains("kafka"), "{body}");
     kafka.resume().await;
     wait_until("ready again", Duration::from_secs(90), ready(200)).await;

@@ -136,6 +136,16 @@ impl ChangeEvent {
         Ok(out)
     }
 
+    /// The position as operators read it: a watermark's is the binlog
+    /// coordinates it vouches for.
+    pub fn position_text(&self) -> String {
+        if self.op == Operation::Watermark {
+            self.position.coordinates.to_string()
+        } else {
+            self.position.to_string()
+        }
+    }
+
     /// Decodes an envelope, refusing unknown versions, truncation and trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<ChangeEvent, EnvelopeError> {
         let (&version, body) = bytes.split_first().ok_or(EnvelopeError::Empty)?;

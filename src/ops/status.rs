@@ -105,7 +105,8 @@ async fn target_state(
 #[derive(Default)]
 struct Scan {
     /// Newest (position, v1 time) per tenant.
-    newest: BTreeMap<String, (crate::event::SourcePosition, i64)>,
+    /// (position, its text, v1 time).
+    newest: BTreeMap<String, (crate::event::SourcePosition, String, i64)>,
     lag: BTreeMap<String, u64>,
     at_least: BTreeSet<String>,
     documents: BTreeMap<String, u64>,
@@ -139,10 +140,12 @@ fn scan_changes(
         let newer = scan
             .newest
             .get(&ev.tenant)
-            .is_none_or(|(pos, _)| ev.position > *pos);
+            .is_none_or(|(pos, _, _)| ev.position > *pos);
         if newer {
-            scan.newest
-                .insert(ev.tenant.clone(), (ev.position.clone(), ev.commit_time_micros));
+            scan.newest.insert(
+                ev.tenant.clone(),
+                (ev.position.clone(), ev.position_text(), ev.commit_time_micros),
+            );
         }
         let partition = msg.partition();
         let sink_at = stored.get(&partition).copied().unwrap_or(0);
@@ -247,8 +250,8 @@ pub async fn collect(config: &Config, target: Option<&str>) -> anyhow::Result<St
         let delay = |micros: i64| ((now - micros).max(0) as f64 / 1e6 * 10.0).round() / 10.0;
         out.push(TenantStatus {
             state: state(snapshotting, lag, progress.map(|p| p.1), progress.is_some()),
-            source_position: newest.map(|(p, _)| p.to_string()),
-            source_delay_secs: newest.map(|(_, t)| delay(*t)),
+            source_position: newest.map(|(_, text, _)| text.clone()),
+            source_delay_secs: newest.map(|(_, _, t)| delay(*t)),
             kafka_lag_events: lag,
             kafka_lag_at_least: scan.at_least.contains(&tenant),
             sink_position: progress.map(|(p, _)| p.source_position.clone()),

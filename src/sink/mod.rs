@@ -248,6 +248,8 @@ pub async fn run(
         .sink
         .as_ref()
         .ok_or_else(|| SinkError::Config("the configuration has no [sink] section".into()))?;
+    // Not ready until the consume loop runs.
+    crate::ops::health::report("sink", false, "starting", Duration::from_secs(600));
     let target_cfg = sink.target(target_name).map_err(SinkError::Config)?.clone();
     match target_cfg.kind {
         TargetKind::Postgres => {
@@ -614,7 +616,7 @@ impl<T: Target> Applier<T> {
             .values()
             .map(|ev| TenantProgress {
                 tenant: ev.tenant.clone(),
-                source_position: ev.position.to_string(),
+                source_position: ev.position_text(),
                 position_key: position_key(&ev.position),
                 commit_time_micros: ev.commit_time_micros,
             })
@@ -820,7 +822,28 @@ impl<T: Target> Sink<T> {
         let topic = kafka.changes_topic();
         // A sink started before its source finds the topics there, not absent
         // until the next metadata refresh.
-        crate::transport::publisher::ensure_topics(&kafka, kafka.partitions).await?;
+        let mut attempt = 0u32;
+        loop {
+            match crate::transport::publisher::ensure_topics(&kafka, kafka.partitions).await {
+                Ok(()) => break,
+                Err(e)
+                    if e.is_retriable()
+                        && (sink.retry_max_attempts == 0 || attempt < sink.retry_max_attempts) =>
+                {
+                    attempt += 1;
+                    let delay = backoff(sink, attempt);
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Kafka unreachable; retrying");
+                    crate::ops::health::report(
+                        "sink",
+                        false,
+                        format!("starting: {e}"),
+                        Duration::from_secs(120),
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let applier = Applier::new(config, sink, target_cfg, target).await?;
         let rebalances = Arc::new(Mutex::new(Vec::new()));
         let context = SinkContext {

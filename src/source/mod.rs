@@ -215,6 +215,8 @@ pub async fn run(
         .as_ref()
         .ok_or_else(|| SourceError::Config("the configuration has no [source] section".into()))?;
     tokio::pin!(shutdown);
+    // Not ready until its first Kafka transaction commits.
+    crate::ops::health::report("source", false, "starting", Duration::from_secs(600));
     let mut backoff = Duration::from_millis(500);
     loop {
         let attempt = run_once(config, source, &options, shutdown.as_mut());
@@ -974,17 +976,18 @@ async fn stream(
 }
 
 /// One watermark per tenant: every change before `checkpoint` is published.
-/// Its position sits one byte before the checkpoint's coordinates: after every
-/// event of the transactions before them (which start earlier), before every
-/// event of the next transaction (which starts there); tenants sharing a
-/// partition get distinct indexes.
+/// Its position is the checkpoint's coordinates in the snapshot phase with an
+/// index above any snapshot row's: after every event of the transactions
+/// before them (which start earlier) and of a snapshot taken there, before
+/// every event of the next transaction (stream phase at those coordinates);
+/// tenants sharing a partition get distinct indexes.
 fn watermarks(
     tenants: &BTreeMap<String, String>,
     checkpoint: &SourceCheckpoint,
     time: i64,
 ) -> Vec<ChangeEvent> {
-    let at = &checkpoint.coordinates;
-    let coordinates = crate::event::BinlogCoordinates::new(at.file.clone(), at.pos.saturating_sub(1));
+    let coordinates = checkpoint.coordinates.clone();
+    let first = u64::MAX - tenants.len() as u64;
     tenants
         .iter()
         .enumerate()
@@ -1001,8 +1004,8 @@ fn watermarks(
             position: SourcePosition {
                 coordinates: coordinates.clone(),
                 gtid: None,
-                phase: Phase::Stream,
-                index: i as u64,
+                phase: Phase::Snapshot,
+                index: first + i as u64,
             },
             commit_time_micros: time,
             transaction: TransactionInfo {
