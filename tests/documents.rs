@@ -376,6 +376,12 @@ async fn assessments_become_pdfs_that_follow_exactly_the_changes_that_touch_them
     .await;
     assert!(pdf_text(&after["1"].3).contains("After the crash"));
     assert_eq!(rewritten(&replayed, &after), ["1"]);
+    // No patient data in the logs: names and answers stay in v2.
+    for log in [sink.log_text(), crashing.log_text()] {
+        for value in ["Núñez", "Петров", "Καθόλου", "After the crash", "Lorem ipsum"] {
+            assert!(!log.contains(value), "{value:?} in a sink log:\n{log}");
+        }
+    }
 
     sink.terminate();
     drop(source);

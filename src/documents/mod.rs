@@ -244,7 +244,7 @@ impl Documents {
         let def = self.targets[i]
             .clone()
             .ok_or_else(|| TargetError::fatal(format!("documents of kind {kind} written before prepared")))?;
-        let now = crate::sink::now_micros();
+        let now = crate::event::now_micros();
         let mut writes = Vec::new();
         let mut records = Vec::new();
         let mut outcome = Outcome::default();
@@ -343,7 +343,8 @@ impl Documents {
             let kind = kind.clone();
             async move {
                 let started = Instant::now();
-                let document = built.document.clone();
+                let mut built = built;
+                let document = std::mem::take(&mut built.document);
                 let result = tokio::task::spawn_blocking(move || render::render(&document, &opts)).await;
                 let n = left.fetch_sub(1, Ordering::Relaxed) - 1;
                 metrics::gauge!(m::DOCUMENTS_QUEUE).set(n as f64);

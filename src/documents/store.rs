@@ -117,12 +117,13 @@ pub fn state_writes(rules: &[DocumentRule], ev: &ChangeEvent) -> Vec<RowWrite> {
             _ => ev.after.as_ref(),
         };
         let after_key = after.map(key_of);
-        let delete = |key: &str| RowWrite {
-            row_key: hex(&entry_hash(&rule.kind, &ev.tenant, &ev.table, key)),
-            position: position.clone(),
-            change: Change::Delete(vec![SqlValue::Bytes(
-                entry_hash(&rule.kind, &ev.tenant, &ev.table, key).to_vec(),
-            )]),
+        let delete = |key: &str| {
+            let entry = entry_hash(&rule.kind, &ev.tenant, &ev.table, key);
+            RowWrite {
+                row_key: hex(&entry),
+                position: position.clone(),
+                change: Change::Delete(vec![SqlValue::Bytes(entry.to_vec())]),
+            }
         };
         match (&before_key, &after_key) {
             (Some(b), Some(a)) if b != a => out.push(delete(b)),

@@ -23,6 +23,14 @@ pub use value::{Date, DateTime, Decimal, Time, Value, ValueParseError};
 /// The envelope version this build writes, and the only one it reads.
 pub const ENVELOPE_VERSION: u8 = 1;
 
+/// Now, in microseconds since the Unix epoch (the unit of commit times).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 /// What happened to the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Operation {

@@ -81,12 +81,7 @@ impl CutoverReport {
     }
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::event::now_micros;
 
 /// Looks at the tenant's status every `poll` for `window`; Err names the first look with lag.
 async fn lag_stays_zero(

@@ -21,10 +21,7 @@ pub async fn request_snapshot(
     let signal = SnapshotSignal {
         tenant: tenant.to_owned(),
         tables: tables.to_vec(),
-        requested_micros: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0),
+        requested_micros: crate::event::now_micros(),
     };
     let payload = serde_json::to_vec(&signal)?;
     let topic = kafka.signals_topic();

@@ -54,12 +54,7 @@ pub struct Status {
     pub tenants: Vec<TenantStatus>,
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::event::now_micros;
 
 async fn target_state(
     config: &Config,

@@ -102,6 +102,18 @@ struct Pending {
 }
 
 impl Pending {
+    /// The message as read from the change topic, decoded (or why not).
+    fn from_message(msg: &impl Message) -> Pending {
+        let payload = msg.payload().unwrap_or_default().to_vec();
+        Pending {
+            offset: msg.offset(),
+            size: payload.len(),
+            key: msg.key().map(<[u8]>::to_vec),
+            event: ChangeEvent::decode(&payload).map_err(|e| e.to_string()),
+            payload,
+        }
+    }
+
     fn is_ddl(&self) -> bool {
         matches!(&self.event, Ok(ev) if ev.op == Operation::Ddl)
     }
@@ -306,12 +318,7 @@ fn backoff(cfg: &SinkConfig, attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
 }
 
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::event::now_micros;
 
 /// What applying a batch came to.
 enum Outcome {
@@ -924,16 +931,8 @@ impl<T: Target> Sink<T> {
                     if part.stored.is_none() || offset < part.fetched {
                         continue;
                     }
-                    let payload = msg.payload().unwrap_or_default().to_vec();
-                    let event = ChangeEvent::decode(&payload).map_err(|e| e.to_string());
                     part.fetched = offset + 1;
-                    part.queue.push_back(Pending {
-                        offset,
-                        size: payload.len(),
-                        key: msg.key().map(<[u8]>::to_vec),
-                        payload,
-                        event,
-                    });
+                    part.queue.push_back(Pending::from_message(&msg));
                     first_queued.get_or_insert_with(Instant::now);
                 }
             }

@@ -309,16 +309,8 @@ async fn replay<T: Target>(
                     done.insert(partition);
                     continue;
                 }
-                let payload = msg.payload().unwrap_or_default().to_vec();
-                let event = ChangeEvent::decode(&payload).map_err(|e| e.to_string());
                 part.fetched = offset + 1;
-                part.queue.push_back(Pending {
-                    offset,
-                    size: payload.len(),
-                    key: msg.key().map(<[u8]>::to_vec),
-                    payload,
-                    event,
-                });
+                part.queue.push_back(Pending::from_message(&msg));
                 if offset + 1 >= end {
                     done.insert(partition);
                 }

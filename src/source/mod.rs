@@ -746,12 +746,7 @@ impl SnapshotProgressView {
     }
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::event::now_micros;
 
 /// A dead-letter record: where and why, never the row's values.
 fn dead_letter(source: &str, r: &RejectedEvent) -> (String, Vec<u8>) {
@@ -1059,5 +1054,53 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pos: u64, phase: Phase, index: u64) -> SourcePosition {
+        SourcePosition {
+            coordinates: BinlogCoordinates::new("mysql-bin.000007", pos),
+            gtid: None,
+            phase,
+            index,
+        }
+    }
+
+    #[test]
+    fn watermarks_sort_between_what_came_before_and_the_next_transaction() {
+        let tenants: BTreeMap<String, String> = [("db_a", "a"), ("db_b", "b")]
+            .map(|(d, t)| (d.to_owned(), t.to_owned()))
+            .into();
+        let checkpoint = SourceCheckpoint {
+            server: "s".into(),
+            coordinates: BinlogCoordinates::new("mysql-bin.000007", 1000),
+            gtid: None,
+            snapshot: None,
+            last_commit_micros: 42,
+            signals_next: None,
+        };
+        let marks = watermarks(&tenants, &checkpoint, 42);
+        assert_eq!(marks.len(), 2);
+        // The last transaction before (it starts earlier), a snapshot taken at the
+        // checkpoint, and the next transaction (which starts at it).
+        let before = [at(900, Phase::Stream, 7), at(1000, Phase::Snapshot, 1_000_000)];
+        let next = at(1000, Phase::Stream, 0);
+        for m in &marks {
+            assert_eq!(m.op, Operation::Watermark);
+            assert_eq!(m.commit_time_micros, 42);
+            assert!(
+                before.iter().all(|b| *b < m.position),
+                "{} not after {before:?}",
+                m.position
+            );
+            assert!(m.position < next, "{} not before {next}", m.position);
+            assert_eq!(m.position_text(), "mysql-bin.000007:1000");
+        }
+        // Tenants sharing a partition: distinct, growing positions.
+        assert!(marks[0].position < marks[1].position);
     }
 }
