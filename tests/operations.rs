@@ -218,31 +218,35 @@ async fn readyz_follows_kafka_going_away_and_coming_back() {
         &p.stack.child_env(),
         &["--metrics-listen", &listen],
     );
-    let ready = |want: u16| {
-        move || async move {
-            match http_get(port, "/readyz") {
-                Some((code, body)) if code == want => Some(body),
-                _ => None,
-            }
-        }
-    };
-    wait_until("ready", Duration::from_secs(60), ready(200)).await;
+    wait_readyz(port, 200, Duration::from_secs(180), &sink, &kafka).await;
     kafka.kill();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let body = loop {
-        if let Some((503, body)) = http_get(port, "/readyz") {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not unready without Kafka: {:?}\n--- sink\n{}",
-            http_get(port, "/readyz"),
-            sink.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let body = wait_readyz(port, 503, Duration::from_secs(90), &sink, &kafka).await;
     assert!(body.contains("kafka"), "{body}");
     kafka.resume().await;
-    wait_until("ready again", Duration::from_secs(90), ready(200)).await;
+    wait_readyz(port, 200, Duration::from_secs(180), &sink, &kafka).await;
     drop(sink);
+}
+
+/// Polls `/readyz` until it answers `want`; the body. On timeout, panics with
+/// the last answer, the sink's log and the broker's.
+async fn wait_readyz(
+    port: u16,
+    want: u16,
+    timeout: Duration,
+    sink: &BridgeProcess,
+    kafka: &ThrowawayKafka,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = http_get(port, "/readyz");
+        match answer {
+            Some((code, body)) if code == want => return body,
+            _ if Instant::now() >= deadline => panic!(
+                "/readyz not {want} within {timeout:?}; last answer {answer:?}\n--- sink\n{}\n--- broker (end)\n{}",
+                sink.log_text(),
+                kafka.log_tail(4000)
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }

@@ -858,9 +858,8 @@ fn tenant_events_after(
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
     {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(classify("fetch watermarks"))?;
+        let (low, high) =
+            crate::transport::fetch_watermarks(&consumer, &kafka.bootstrap_servers, topic, p, timeout)?;
         let from = stored.get(&p).copied();
         // Empty, or read to its end: an empty partition never reports a position.
         if high <= low || from.is_some_and(|o| o >= high) {

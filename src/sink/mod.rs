@@ -310,6 +310,33 @@ async fn connect_with_retry<T: Target>(sink: &SinkConfig, cfg: &TargetConfig) ->
 }
 
 /// Exponential backoff with full jitter between half and the whole delay.
+/// Runs a Kafka step of starting up, retrying retriable failures (a broker not
+/// up yet, a topic created a moment ago without a leader) with backoff while
+/// reporting not ready.
+async fn retry_kafka_at_start<R, F, Fut>(sink: &SinkConfig, mut step: F) -> Result<R, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<R, TransportError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match step().await {
+            Ok(r) => return Ok(r),
+            Err(e)
+                if e.is_retriable()
+                    && (sink.retry_max_attempts == 0 || attempt < sink.retry_max_attempts) =>
+            {
+                attempt += 1;
+                let delay = backoff(sink, attempt);
+                tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Kafka not ready; retrying");
+                crate::ops::health::report("sink", false, format!("starting: {e}"), Duration::from_secs(120));
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn backoff(cfg: &SinkConfig, attempt: u32) -> Duration {
     let base = cfg
         .retry_initial_ms
@@ -362,7 +389,7 @@ impl<T: Target> Applier<T> {
             }
             _ => None,
         };
-        let schemas = SchemaRegistry::load(&kafka).await?;
+        let schemas = retry_kafka_at_start(sink, || SchemaRegistry::load(&kafka)).await?;
         Ok(Applier {
             cfg: sink.clone(),
             kafka,
@@ -829,28 +856,10 @@ impl<T: Target> Sink<T> {
         let topic = kafka.changes_topic();
         // A sink started before its source finds the topics there, not absent
         // until the next metadata refresh.
-        let mut attempt = 0u32;
-        loop {
-            match crate::transport::publisher::ensure_topics(&kafka, kafka.partitions).await {
-                Ok(()) => break,
-                Err(e)
-                    if e.is_retriable()
-                        && (sink.retry_max_attempts == 0 || attempt < sink.retry_max_attempts) =>
-                {
-                    attempt += 1;
-                    let delay = backoff(sink, attempt);
-                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Kafka unreachable; retrying");
-                    crate::ops::health::report(
-                        "sink",
-                        false,
-                        format!("starting: {e}"),
-                        Duration::from_secs(120),
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        retry_kafka_at_start(sink, || {
+            crate::transport::publisher::ensure_topics(&kafka, kafka.partitions)
+        })
+        .await?;
         let applier = Applier::new(config, sink, target_cfg, target).await?;
         let rebalances = Arc::new(Mutex::new(Vec::new()));
         let context = SinkContext {

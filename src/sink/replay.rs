@@ -400,9 +400,9 @@ fn resolve_ranges(
     };
     let mut ranges = Vec::with_capacity(selected.len());
     for &p in &selected {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(classify("fetch watermarks"))?;
+        let (low, high) =
+            crate::transport::fetch_watermarks(consumer, &kafka.bootstrap_servers, topic, p, timeout)
+                .map_err(|e| Box::new(SinkError::Transport(e)))?;
         let start = match options.from {
             RangeStart::Beginning => low,
             RangeStart::Offset(o) => o.max(low),

@@ -393,9 +393,14 @@ impl Signals {
             .set("isolation.level", "read_committed")
             .create()
             .map_err(classify("create signals consumer"))?;
-        let (low, high) = consumer
-            .fetch_watermarks(&topic, 0, Duration::from_secs(kafka.connect_timeout_secs.max(5)))
-            .map_err(classify("fetch signal watermarks"))?;
+        let (low, high) = crate::transport::fetch_watermarks(
+            &consumer,
+            &kafka.bootstrap_servers,
+            &topic,
+            0,
+            Duration::from_secs(kafka.connect_timeout_secs.max(5)),
+        )
+        .map_err(|e| SourceError::from(PublishError::from(e)))?;
         let next = next.unwrap_or(high).max(low);
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(next))

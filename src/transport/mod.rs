@@ -89,6 +89,37 @@ impl TransportError {
     }
 }
 
+/// The (low, high) watermarks of one partition. A partition created moments
+/// ago may have no leader yet (`NotLeaderForPartition`, `LeaderNotAvailable`,
+/// `UnknownTopicOrPartition`): those answers are asked again until `timeout`.
+pub fn fetch_watermarks<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), TransportError> {
+    use rdkafka::types::RDKafkaErrorCode as E;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match consumer.fetch_watermarks(topic, partition, left.max(Duration::from_millis(500))) {
+            Ok(w) => return Ok(w),
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(E::NotLeaderForPartition | E::LeaderNotAvailable | E::UnknownTopicOrPartition)
+                ) && std::time::Instant::now() + pause < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(TransportError::classify(bootstrap, "fetch watermarks", e)),
+        }
+    }
+}
+
 /// Settings every client shares: brokers, the user's extra properties, size limits.
 pub fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut cfg = ClientConfig::new();

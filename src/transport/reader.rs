@@ -59,9 +59,7 @@ impl TopicReader {
         let mut ends = Vec::with_capacity(partitions.len());
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, timeout)
-                .map_err(classify("fetch watermarks"))?;
+            let (low, high) = super::fetch_watermarks(&consumer, &bootstrap, topic, p, timeout)?;
             ends.push((p, low, high));
             let offset = match start {
                 StartAt::Offset(o) => Offset::Offset(o),

@@ -401,6 +401,16 @@ impl ThrowawayKafka {
         // The next start's readiness is read from a fresh log.
         let _ = std::fs::remove_file(self.dir.path().join("server.log"));
     }
+
+    /// The last `bytes` of the broker's log (for failure messages).
+    pub fn log_tail(&self, bytes: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let start = log.len().saturating_sub(bytes);
+        let start = (start..log.len())
+            .find(|&i| log.is_char_boundary(i))
+            .unwrap_or(log.len());
+        log[start..].to_owned()
+    }
 }
 
 impl Drop for ThrowawayKafka {
