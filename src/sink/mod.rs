@@ -714,6 +714,8 @@ impl<T: Target> Applier<T> {
             }
             BatchMode::Replay { .. } => apply::GuardMode::Replay,
         };
+        let tenants: Vec<&str> = last.keys().copied().collect();
+        t.lock_tenants(&tenants, replay).await.map_err(err)?;
         let mut skipped = 0usize;
         // Tables in a stable order, so concurrent sinks take row locks alike.
         let mut tables: Vec<(String, Arc<TableDef>, Vec<RowWrite>)> = tables

@@ -889,6 +889,21 @@ impl Target for PostgresTarget {
         Ok(true)
     }
 
+    async fn lock_tenants(&mut self, tenants: &[&str], exclusive: bool) -> Result<(), TargetError> {
+        let sql = if exclusive {
+            "SELECT pg_advisory_xact_lock(hashtextextended('cdc_bridge.tenant:' || $1, 0))"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended('cdc_bridge.tenant:' || $1, 0))"
+        };
+        for tenant in tenants {
+            self.client
+                .execute(sql, &[tenant])
+                .await
+                .map_err(|e| classify(&format!("lock tenant {tenant}"), e))?;
+        }
+        Ok(())
+    }
+
     async fn stored_positions(
         &mut self,
         table: &TableDef,

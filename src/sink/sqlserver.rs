@@ -1940,6 +1940,13 @@ impl Target for SqlServerTarget {
         Ok(true)
     }
 
+    async fn lock_tenants(&mut self, _tenants: &[&str], _exclusive: bool) -> Result<(), TargetError> {
+        // Nothing to add: `stored_positions` reads under `UPDLOCK, HOLDLOCK`,
+        // whose key-range locks also cover rows not stored yet, and the
+        // document state is merged `WITH (HOLDLOCK)`.
+        Ok(())
+    }
+
     async fn stored_positions(
         &mut self,
         table: &TableDef,

@@ -254,9 +254,9 @@ impl std::error::Error for TargetError {}
 ///   (written with [`Target::write`]), `doc_deps (dep, doc) → root_key` and
 ///   `documents (doc) → kind, tenant, root_key, sha256, pages`
 ///
-/// A batch is `begin`, `claim_offsets`, then per table `stored_positions` and
-/// `write`, then `record_progress` and `commit`; any error leaves the
-/// transaction to `rollback`.
+/// A batch is `begin`, `claim_offsets` (live) or nothing (replay),
+/// `lock_tenants`, then per table `stored_positions` and `write`, then
+/// `record_progress` and `commit`; any error leaves the transaction to `rollback`.
 #[allow(async_fn_in_trait)]
 pub trait Target: Send {
     /// Connects with the target's settings (the password from its secret reference).
@@ -300,6 +300,13 @@ pub trait Target: Send {
         topic: &str,
         claims: &[OffsetClaim],
     ) -> Result<bool, TargetError>;
+
+    /// Serializes a replay's batch against the live sinks' batches of the same
+    /// tenants until the transaction ends: live batches lock their tenants
+    /// shared (they never wait for each other), a replay exclusive. Without it
+    /// a row neither had stored yet could be written by both, the older
+    /// position last. `tenants` sorted, so lockers never wait in a cycle.
+    async fn lock_tenants(&mut self, tenants: &[&str], exclusive: bool) -> Result<(), TargetError>;
 
     /// The stored position of each of these rows that has one (tombstones included).
     async fn stored_positions(
