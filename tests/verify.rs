@@ -328,6 +328,24 @@ async fn verify_passes_on_a_synced_tenant_and_names_exactly_the_planted_differen
         "nothing after a refused lag check"
     );
 
+    // The repair: a replay of the tenant rewrites the removed row, the altered
+    // value and the altered document (its bookkeeping hash unchanged, v2's copy
+    // not); the restarted sink drains the lag. Only the extra row is left.
+    let out = cdc_bridge(
+        &["replay", "--config", path_str(&p.config_path), "--tenant", &db],
+        &p.stack.child_env(),
+    );
+    assert!(out.status.success(), "replay:\n{}", text(&out));
+    let _sink = BridgeProcess::spawn_command("sink", &p.config_path, &p.stack.child_env(), &[]);
+    let out = verify(&p, &db, &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        listed(&json(&out)),
+        [("Notes".to_owned(), "extra".to_owned(), format!("Id={extra}"))],
+        "a replay repairs all but the row v1 never had:\n{}",
+        text(&out)
+    );
+
     drop(source);
     common::pinpoint::drop_example(&pg, &schema, &group, &[db.as_str()]).await;
     let _ = pg

@@ -61,6 +61,9 @@ pub struct Documents {
 pub struct Outcome {
     pub rendered: usize,
     pub unchanged: usize,
+    /// Of those rendered: unchanged by the bookkeeping, rewritten because v2's
+    /// copy was missing or differed.
+    pub repaired: usize,
     pub deleted: usize,
 }
 
@@ -208,6 +211,7 @@ impl Documents {
             let o = self.apply_group(t, i, &tenant, roots, position).await?;
             outcome.rendered += o.rendered;
             outcome.unchanged += o.unchanged;
+            outcome.repaired += o.repaired;
             outcome.deleted += o.deleted;
         }
         Ok(outcome)
@@ -245,18 +249,42 @@ impl Documents {
             .clone()
             .ok_or_else(|| TargetError::fatal(format!("documents of kind {kind} written before prepared")))?;
         let now = crate::event::now_micros();
+        // Unchanged by the bookkeeping: still rewritten when v2's copy is
+        // missing or differs (removed or altered there), so a replay or a
+        // re-snapshot repairs it.
+        let bookkept: Vec<bool> = rendered
+            .iter()
+            .map(|(key, _, pdf)| {
+                stored
+                    .get(document_hash(kind, tenant, key).as_slice())
+                    .is_some_and(|h| h.as_slice() == pdf.sha256.as_slice())
+            })
+            .collect();
+        let mut in_v2: Vec<Option<Vec<u8>>> = vec![None; rendered.len()];
+        if let Some(content) = rule.target.content_column() {
+            let (at, ids): (Vec<usize>, Vec<SqlValue>) = rendered
+                .iter()
+                .enumerate()
+                .filter(|(n, _)| bookkept[*n])
+                .map(|(n, (key, _, _))| (n, self.id(rule, tenant, key)))
+                .unzip();
+            for (n, hash) in at.into_iter().zip(t.content_hashes(&def, content, &ids).await?) {
+                in_v2[n] = hash;
+            }
+        }
         let mut writes = Vec::new();
         let mut records = Vec::new();
         let mut outcome = Outcome::default();
-        for (key, built, pdf) in rendered {
+        for (n, (key, built, pdf)) in rendered.into_iter().enumerate() {
             let doc = document_hash(kind, tenant, &key).to_vec();
-            let unchanged = stored
-                .get(&doc)
-                .is_some_and(|h| h.as_slice() == pdf.sha256.as_slice());
-            if unchanged {
+            let repaired = bookkept[n]
+                && rule.target.content_column().is_some()
+                && in_v2[n].as_deref() != Some(pdf.sha256.as_slice());
+            if bookkept[n] && !repaired {
                 outcome.unchanged += 1;
             } else {
                 outcome.rendered += 1;
+                outcome.repaired += usize::from(repaired);
                 let values = self.values(rule, &def, tenant, &key, &built, &pdf, now);
                 let id = self.id(rule, tenant, &key);
                 writes.push(RowWrite {
@@ -315,6 +343,16 @@ impl Documents {
         metrics::counter!(m::DOCUMENTS_UNCHANGED, "kind" => kind.to_owned())
             .increment(outcome.unchanged as u64);
         metrics::counter!(m::DOCUMENTS_DELETED, "kind" => kind.to_owned()).increment(outcome.deleted as u64);
+        if outcome.repaired > 0 {
+            metrics::counter!(m::DOCUMENTS_REPAIRED, "kind" => kind.to_owned())
+                .increment(outcome.repaired as u64);
+            tracing::info!(
+                kind,
+                tenant,
+                documents = outcome.repaired,
+                "documents missing or altered in v2 rewritten"
+            );
+        }
         Ok(outcome)
     }
 

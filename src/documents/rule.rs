@@ -162,6 +162,16 @@ pub struct TargetRule {
     pub columns: BTreeMap<String, DocColumn>,
 }
 
+impl TargetRule {
+    /// The column holding the PDF, if the rule writes one.
+    pub fn content_column(&self) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|(_, c)| matches!(c, DocColumn::Field(DocField::Content)))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
 /// One kind of document.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -46,6 +46,9 @@ pub const SINK_FENCED: &str = "cdc_bridge_sink_fenced_batches_total";
 pub const DOCUMENTS_RENDERED: &str = "cdc_bridge_sink_documents_rendered_total";
 /// Documents rendered whose content hash was unchanged (not rewritten), by `kind`.
 pub const DOCUMENTS_UNCHANGED: &str = "cdc_bridge_sink_documents_unchanged_total";
+/// Documents unchanged by the bookkeeping but missing or different in v2,
+/// rewritten (also counted as rendered), by `kind`.
+pub const DOCUMENTS_REPAIRED: &str = "cdc_bridge_sink_documents_repaired_total";
 /// Documents removed (or marked deleted) with their root v1 row, by `kind`.
 pub const DOCUMENTS_DELETED: &str = "cdc_bridge_sink_documents_deleted_total";
 /// Seconds to render one document (histogram, by `kind`).
@@ -59,6 +62,11 @@ pub(crate) fn describe() {
         DOCUMENTS_UNCHANGED,
         Unit::Count,
         "Documents rendered with an unchanged hash, not rewritten"
+    );
+    describe_counter!(
+        DOCUMENTS_REPAIRED,
+        Unit::Count,
+        "Documents missing or altered in v2, rewritten"
     );
     describe_counter!(
         DOCUMENTS_DELETED,

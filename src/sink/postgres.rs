@@ -624,6 +624,24 @@ pub fn read_rows_sql(def: &TableDef, filter: Option<&str>) -> Result<String, Tar
 
 /// Rows of a table, read as text and parsed back by column type, optionally
 /// only those whose column equals a value.
+/// `$1`: the keys as text; rows: the key as text and the content's SHA-256.
+pub fn content_hashes_sql(def: &TableDef, content: &str) -> Result<String, TargetError> {
+    let [k] = def.key[..] else {
+        return Err(TargetError::fatal(format!(
+            "{}: content hashes need a single-column key",
+            def.id()
+        )));
+    };
+    let key = &def.columns[k];
+    Ok(format!(
+        "SELECT {k}::text, sha256({c}) FROM {t} WHERE {k} = ANY(CAST($1::text[] AS {ty}[]))",
+        k = quote(&key.name),
+        c = quote(content),
+        t = qualified(def),
+        ty = sql_type(&key.ty)
+    ))
+}
+
 pub async fn read_rows_where(
     client: &Client,
     def: &TableDef,
@@ -1175,6 +1193,32 @@ impl Target for PostgresTarget {
         read_rows_where(&self.client, table, filter).await
     }
 
+    async fn content_hashes(
+        &mut self,
+        table: &TableDef,
+        content: &str,
+        ids: &[SqlValue],
+    ) -> Result<Vec<Option<Vec<u8>>>, TargetError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                let mut text = String::new();
+                copy_text(&mut text, id);
+                text
+            })
+            .collect();
+        let rows = self
+            .client
+            .query(&content_hashes_sql(table, content)?, &[&texts])
+            .await
+            .map_err(|e| classify(&format!("read content hashes of {}", table.id()), e))?;
+        let found: HashMap<String, Option<Vec<u8>>> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(texts.iter().map(|t| found.get(t).cloned().flatten()).collect())
+    }
+
     async fn rollback(&mut self) {
         if self.in_transaction {
             self.in_transaction = false;
@@ -1208,6 +1252,16 @@ mod tests {
             ],
             key: if keyless { vec![] } else { vec![0] },
         }
+    }
+
+    #[test]
+    fn content_hashes_seek_the_key_by_its_type() {
+        assert_eq!(
+            content_hashes_sql(&def(false), "name").unwrap(),
+            "SELECT \"id\"::text, sha256(\"name\") FROM \"cust\"\"a\".\"patients\" \
+             WHERE \"id\" = ANY(CAST($1::text[] AS bigint[]))"
+        );
+        assert!(content_hashes_sql(&def(true), "name").is_err());
     }
 
     #[test]

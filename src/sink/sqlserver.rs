@@ -224,6 +224,22 @@ pub fn read_table_sql(def: &TableDef, filter: Option<&str>) -> Result<String, Ta
     Ok(sql)
 }
 
+/// The SHA-256 of column `content` of the row whose (single) key is `@P1`.
+pub fn content_hash_sql(def: &TableDef, content: &str) -> Result<String, TargetError> {
+    let [k] = def.key[..] else {
+        return Err(TargetError::fatal(format!(
+            "{}: content hashes need a single-column key",
+            def.id()
+        )));
+    };
+    Ok(format!(
+        "SELECT HASHBYTES('SHA2_256', {}) FROM {} WHERE {} = @P1;",
+        quote_ident(content),
+        qualified(&def.schema, &def.name),
+        quote_ident(&def.columns[k].name)
+    ))
+}
+
 /// A value read by [`read_table_sql`].
 pub fn read_table_value(ty: &SqlType, text: Option<&str>) -> Result<SqlValue, String> {
     match (ty, text) {
@@ -2137,6 +2153,35 @@ impl Target for SqlServerTarget {
         result
     }
 
+    async fn content_hashes(
+        &mut self,
+        table: &TableDef,
+        content: &str,
+        ids: &[SqlValue],
+    ) -> Result<Vec<Option<Vec<u8>>>, TargetError> {
+        let what = table.id();
+        let sql = content_hash_sql(table, content)?;
+        let key_type = table.columns[table.key[0]].ty.clone();
+        let mut out = Vec::with_capacity(ids.len());
+        // One short statement per document: the key is bound typed and seeks the index.
+        for id in ids {
+            let mut query = Query::new(sql.as_str());
+            query.bind(
+                bind_value(&key_type, id).map_err(|e| TargetError::fatal(format!("{what}: key: {e}")))?,
+            );
+            let rows = self.query("content_hashes", &what, query).await?;
+            let hash = match rows.first() {
+                Some(row) => row
+                    .try_get::<&[u8], _>(0)
+                    .map_err(|e| TargetError::fatal(format!("{what}: content hash: {e}")))?
+                    .map(<[u8]>::to_vec),
+                None => None,
+            };
+            out.push(hash);
+        }
+        Ok(out)
+    }
+
     async fn read_table(
         &mut self,
         table: &TableDef,
@@ -3029,5 +3074,39 @@ mod tests {
             SqlValue::Duration(-1)
         );
         assert_eq!(read_table_value(&SqlType::Int, None).unwrap(), SqlValue::Null);
+    }
+
+    #[test]
+    fn content_hashes_are_computed_by_the_server_seeking_the_key() {
+        let def = TableDef {
+            schema: "dbo".into(),
+            name: "LegacyDocuments".into(),
+            columns: vec![
+                ColumnDef {
+                    name: "Id".into(),
+                    ty: SqlType::Uuid,
+                    nullable: false,
+                },
+                ColumnDef {
+                    name: "Content".into(),
+                    ty: SqlType::Bytes { max_len: None },
+                    nullable: true,
+                },
+            ],
+            key: vec![0],
+            scope: String::new(),
+        };
+        assert_eq!(
+            content_hash_sql(&def, "Content").unwrap(),
+            "SELECT HASHBYTES('SHA2_256', [Content]) FROM [dbo].[LegacyDocuments] WHERE [Id] = @P1;"
+        );
+        assert!(content_hash_sql(
+            &TableDef {
+                key: vec![0, 1],
+                ..def
+            },
+            "Content"
+        )
+        .is_err());
     }
 }

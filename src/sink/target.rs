@@ -342,6 +342,16 @@ pub trait Target: Send {
     /// The stored content hash of each of these documents that has one.
     async fn doc_hashes(&mut self, docs: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<u8>>, TargetError>;
 
+    /// SHA-256 of column `content` of the rows of `table` whose (single) key
+    /// is each of `ids`, in `ids` order; `None` where the row or its content
+    /// is missing. Computed by the server, so documents are not read back.
+    async fn content_hashes(
+        &mut self,
+        table: &TableDef,
+        content: &str,
+        ids: &[SqlValue],
+    ) -> Result<Vec<Option<Vec<u8>>>, TargetError>;
+
     /// Replaces each document's hash and dependencies (removes both when `sha256` is `None`).
     async fn record_documents(&mut self, docs: &[DocRecord]) -> Result<(), TargetError>;
 

@@ -788,7 +788,13 @@ async fn stream(
         .filter_map(|s| Some((s.database.clone(), selection.tenant(&s.database)?.to_owned())))
         .collect();
     let table_selection = selection.tables.clone();
-    let signals = Signals::open(publisher.kafka(), checkpoint.signals_next)?;
+    // Blocking Kafka calls (metadata, watermarks): off the runtime's threads.
+    let signals = {
+        let (kafka, next) = (publisher.kafka().clone(), checkpoint.signals_next);
+        tokio::task::spawn_blocking(move || Signals::open(&kafka, next))
+            .await
+            .expect("opening the signals consumer does not panic")?
+    };
     checkpoint.signals_next = Some(signals.next);
     let mut signal_tick = tokio::time::interval(Duration::from_secs(1));
     let mut reader = BinlogReader::start(
