@@ -135,8 +135,12 @@ impl BinlogReader {
         if mariadb {
             conn.query_drop("SET @mariadb_slave_capability = 4").await?;
         }
-        conn.query_drop(format!("SET @master_heartbeat_period = {}", heartbeat.as_nanos()))
-            .await?;
+        // MySQL 8.0.26+ reads `source_heartbeat_period`, older servers and MariaDB the old name.
+        conn.query_drop(format!(
+            "SET @master_heartbeat_period = {n}, @source_heartbeat_period = {n}",
+            n = heartbeat.as_nanos()
+        ))
+        .await?;
         let by_gtid = match (&gtid, resume_by) {
             (_, ResumeBy::Position) => false,
             (Some(GtidSet::MariaDb(pos)), ResumeBy::Gtid) if mariadb && !pos.is_empty() => {

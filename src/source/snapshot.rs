@@ -80,12 +80,13 @@ pub async fn open_view(mut conn: Conn, mariadb: bool) -> Result<SnapshotView, So
             .await;
         // File, Position, Binlog_Do_DB, Binlog_Ignore_DB, Executed_Gtid_Set.
         type MasterStatus = (String, u64, String, String, String);
-        let status: Result<Option<MasterStatus>, _> = conn.query_first("SHOW MASTER STATUS").await;
+        let statement = binlog_status_statement(conn.server_version());
+        let status: Result<Option<MasterStatus>, _> = conn.query_first(statement).await;
         conn.query_drop("UNLOCK TABLES").await?;
         started?;
         let Some((file, pos, _, _, gtid)) = status? else {
             return Err(SourceError::Settings {
-                details: "SHOW MASTER STATUS is empty: is log_bin on?".into(),
+                details: format!("{statement} is empty: is log_bin on?"),
             });
         };
         let gtid = (!gtid.trim().is_empty())
@@ -96,6 +97,16 @@ pub async fn open_view(mut conn: Conn, mariadb: bool) -> Result<SnapshotView, So
             coordinates: BinlogCoordinates::new(file, pos),
             gtid,
         })
+    }
+}
+
+/// The statement naming MySQL's current binlog position: 8.2 renamed
+/// `SHOW MASTER STATUS` to `SHOW BINARY LOG STATUS`, 8.4 removed the old name.
+pub fn binlog_status_statement(version: (u16, u16, u16)) -> &'static str {
+    if version >= (8, 2, 0) {
+        "SHOW BINARY LOG STATUS"
+    } else {
+        "SHOW MASTER STATUS"
     }
 }
 
@@ -225,6 +236,15 @@ pub fn to_param(v: &Value) -> mysql_async::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_8_2_and_later_name_the_binlog_position_by_the_new_statement() {
+        assert_eq!(binlog_status_statement((8, 0, 40)), "SHOW MASTER STATUS");
+        assert_eq!(binlog_status_statement((8, 1, 0)), "SHOW MASTER STATUS");
+        assert_eq!(binlog_status_statement((8, 2, 0)), "SHOW BINARY LOG STATUS");
+        assert_eq!(binlog_status_statement((8, 4, 3)), "SHOW BINARY LOG STATUS");
+        assert_eq!(binlog_status_statement((9, 1, 0)), "SHOW BINARY LOG STATUS");
+    }
 
     #[test]
     fn composite_keys_resume_after_the_last_key() {
