@@ -412,6 +412,75 @@ async fn verify_compares_a_mirrored_tenant_value_for_value() {
     );
     assert_eq!(found[1].0, "tally");
 
+    // A row changed after verify's snapshot, applied before v2 is read, is set
+    // aside (not a difference): verify starts while the sink is stopped with
+    // lag (row 7), row 8 changes once verify waits, then the sink drains both.
+    conn.query_drop(format!("UPDATE `{db}`.items SET n = n + 1000 WHERE id = 7"))
+        .await
+        .unwrap();
+    let mut waiting = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
+        .args([
+            "verify",
+            "--config",
+            path_str(&p.config_path),
+            "--tenant",
+            &db,
+            "--timeout-secs",
+            "120",
+            "--json",
+        ])
+        .envs(p.stack.child_env())
+        .env("CDC_BRIDGE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run verify");
+    let stderr = waiting.stderr.take().unwrap();
+    let (said, hear) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("waiting for the sink") {
+                let _ = said.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    hear.recv_timeout(Duration::from_secs(120))
+        .expect("verify waits for the stopped sink");
+    conn.query_drop(format!("UPDATE `{db}`.items SET note = 'later' WHERE id = 8"))
+        .await
+        .unwrap();
+    let _sink_again = start_sink(&p);
+    let out = waiting.wait_with_output().expect("verify ends");
+    let out = Output {
+        stderr: reader.join().unwrap().into_bytes(),
+        ..out
+    };
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        listed(&report),
+        found,
+        "only the planted differences:\n{}",
+        text(&out)
+    );
+    let items = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"].as_str().unwrap().ends_with(".items"))
+        .unwrap();
+    assert_eq!(
+        items["changed_after_snapshot"],
+        1,
+        "row 8 set aside:\n{}",
+        text(&out)
+    );
+
     drop(source);
     drop_mirror(&p, &sink, &pg).await;
 }
