@@ -28,7 +28,7 @@ pub mod schemas;
 pub mod sqlserver;
 pub mod target;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -714,7 +714,13 @@ impl<T: Target> Applier<T> {
             }
             BatchMode::Replay { .. } => apply::GuardMode::Replay,
         };
-        let tenants: Vec<&str> = last.keys().copied().collect();
+        // The tenants whose rows the batch writes (watermarks write none).
+        let tenants: Vec<&str> = counts
+            .keys()
+            .map(|(tenant, _, _)| *tenant)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         t.lock_tenants(&tenants, replay).await.map_err(err)?;
         let mut skipped = 0usize;
         // Tables in a stable order, so concurrent sinks take row locks alike.

@@ -624,6 +624,17 @@ pub fn read_rows_sql(def: &TableDef, filter: Option<&str>) -> Result<String, Tar
 
 /// Rows of a table, read as text and parsed back by column type, optionally
 /// only those whose column equals a value.
+/// Transaction-scoped advisory locks on the tenants `$1` (sorted), one statement.
+pub fn lock_tenants_sql(exclusive: bool) -> &'static str {
+    if exclusive {
+        "SELECT count(pg_advisory_xact_lock(hashtextextended('cdc_bridge.tenant:' || t, 0))) \
+         FROM unnest($1::text[]) AS t"
+    } else {
+        "SELECT count(pg_advisory_xact_lock_shared(hashtextextended('cdc_bridge.tenant:' || t, 0))) \
+         FROM unnest($1::text[]) AS t"
+    }
+}
+
 /// `$1`: the keys as text; rows: the key as text and the content's SHA-256.
 pub fn content_hashes_sql(def: &TableDef, content: &str) -> Result<String, TargetError> {
     let [k] = def.key[..] else {
@@ -908,17 +919,13 @@ impl Target for PostgresTarget {
     }
 
     async fn lock_tenants(&mut self, tenants: &[&str], exclusive: bool) -> Result<(), TargetError> {
-        let sql = if exclusive {
-            "SELECT pg_advisory_xact_lock(hashtextextended('cdc_bridge.tenant:' || $1, 0))"
-        } else {
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended('cdc_bridge.tenant:' || $1, 0))"
-        };
-        for tenant in tenants {
-            self.client
-                .execute(sql, &[tenant])
-                .await
-                .map_err(|e| classify(&format!("lock tenant {tenant}"), e))?;
+        if tenants.is_empty() {
+            return Ok(());
         }
+        self.client
+            .execute(lock_tenants_sql(exclusive), &[&tenants])
+            .await
+            .map_err(|e| classify(&format!("lock {} tenant(s)", tenants.len()), e))?;
         Ok(())
     }
 
