@@ -1,6 +1,7 @@
 //! The SQL Server target against a real server: bookkeeping created twice,
 //! tables of every type and their new columns, values read back exactly,
-//! the offset claim, keyless multisets, tombstones and renames.
+//! the offset claim, keyless multisets, tombstones, renames and the content
+//! hashes documents are checked by.
 //!
 //! Needs a server: `MSSQL_URL=sqlserver://user@host:port/db?encrypt=true&trust_server_certificate=true`
 //! and the password in `MSSQL_PASSWORD`, then `cargo test --test sqlserver -- --ignored`.
@@ -811,4 +812,52 @@ async fn rename_column_renames_once() {
     );
 
     drop_schema(&mut client, &schema, &["t"]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a SQL Server: set MSSQL_URL (sqlserver://user@host:port/db, password in MSSQL_PASSWORD) and run with --ignored"]
+async fn content_hashes_are_the_sha256_of_what_v2_holds() {
+    use sha2::Digest;
+    let schema = common::unique("mssql_docs");
+    let mut target = connect().await;
+    let mut client = raw().await;
+    let mut id = col("Id", SqlType::Uuid);
+    id.nullable = false;
+    let def = TableDef {
+        scope: String::new(),
+        schema: schema.clone(),
+        name: "docs".into(),
+        columns: vec![id, col("Content", SqlType::Bytes { max_len: None })],
+        key: vec![0],
+    };
+    let def = target.ensure_table(&def).await.expect("ensure_table");
+    let (a, b, missing) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+    let pdf = b"%PDF-1.7 a document".to_vec();
+    let writes = vec![
+        RowWrite {
+            row_key: "a".into(),
+            position: vec![1],
+            change: Change::Upsert(vec![SqlValue::Uuid(a), SqlValue::Bytes(pdf.clone())]),
+        },
+        RowWrite {
+            row_key: "b".into(),
+            position: vec![1],
+            change: Change::Upsert(vec![SqlValue::Uuid(b), SqlValue::Null]),
+        },
+    ];
+    apply(&mut target, &def, &writes).await;
+    let hashes = target
+        .content_hashes(
+            &def,
+            "Content",
+            &[SqlValue::Uuid(a), SqlValue::Uuid(b), SqlValue::Uuid(missing)],
+        )
+        .await
+        .expect("content_hashes");
+    assert_eq!(
+        hashes,
+        vec![Some(sha2::Sha256::digest(&pdf).to_vec()), None, None],
+        "a row's hash, a NULL content and a missing row"
+    );
+    drop_schema(&mut client, &schema, &["docs"]).await;
 }
