@@ -26,16 +26,17 @@
 //! snapshot's, or (an idle tenant, whose applied position only moves when its
 //! own events arrive) the source has published everything up to the snapshot
 //! position (its committed checkpoint is at or after it) and the change topic
-//! holds no committed change of the tenant (watermarks aside) after the offsets the target stores
-//! for the sink's group. Either way, every change of the tenant before the
-//! snapshot is applied.
+//! holds no committed change of the tenant (watermarks aside) after the
+//! offsets the target stores for the sink's group. Either way, every change
+//! of the tenant before the snapshot is applied.
 //!
 //! # A tenant that keeps changing
 //! v2 keeps moving while verify runs. A differing row whose stored position
-//! (`cdc_bridge.row_positions`, any writer of the table) is after the snapshot
-//! position (a transaction at or after its coordinates) was changed after the snapshot: it is set aside, counted as
-//! `changed_after_snapshot` and not compared, and the table is compared
-//! without it. Keyless tables have no such positions: verify them quiet.
+//! (`cdc_bridge.row_positions`, any writer of the table) is after the
+//! snapshot position (a transaction at or after its coordinates) was changed
+//! after the snapshot: it is set aside, counted as `changed_after_snapshot`
+//! and not compared, and the table is compared without it. Keyless tables
+//! have no such positions: verify them quiet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
