@@ -195,7 +195,8 @@ async fn verify_passes_on_a_synced_tenant_and_names_exactly_the_planted_differen
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["lag", "verify", "freeze", "drain"]);
+    assert_eq!(steps, ["lag", "verify", "freeze", "drain", "verify-frozen"]);
+    assert_eq!(report["verify_frozen"]["equal"], true);
     assert!(report["verify"]["tables"].as_array().unwrap().len() > 5);
     std::fs::remove_file(&marker).unwrap();
 

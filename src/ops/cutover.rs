@@ -5,7 +5,9 @@
 //! 2. Verify: v1 and v2 must be equal (`ops::verify`), else refuse.
 //! 3. Freeze (optional): `cutover.freeze_command` runs with the tenant in the
 //!    environment (e.g. a SQL statement through the `mysql` client that puts the
-//!    v1 tenant read-only); then the final drain: lag zero again.
+//!    v1 tenant read-only); then the final drain: lag zero again; then verify
+//!    once more (`verify-frozen`): with v1 still, it compares every row, also
+//!    those changed between the first verify and the freeze or set aside by it.
 //! 4. Report: JSON and text in the report directory, with positions, per-table
 //!    counts and hashes, and the time each step took.
 //!
@@ -47,6 +49,8 @@ pub struct CutoverReport {
     pub source_position: Option<String>,
     pub sink_position: Option<String>,
     pub verify: Option<verify::Report>,
+    /// The verify after the freeze and the drain.
+    pub verify_frozen: Option<verify::Report>,
 }
 
 impl CutoverReport {
@@ -60,7 +64,7 @@ impl CutoverReport {
         for s in &self.steps {
             let _ = writeln!(
                 out,
-                "  {:<8} {:<6} {:>7.1} s  {}",
+                "  {:<13} {:<6} {:>7.1} s  {}",
                 s.name,
                 if s.ok { "ok" } else { "FAILED" },
                 s.seconds,
@@ -73,7 +77,7 @@ impl CutoverReport {
             self.source_position.as_deref().unwrap_or("-"),
             self.sink_position.as_deref().unwrap_or("-")
         );
-        if let Some(v) = &self.verify {
+        for v in [&self.verify, &self.verify_frozen].into_iter().flatten() {
             out.push('\n');
             out.push_str(&v.to_text());
         }
@@ -135,6 +139,7 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> anyhow::Result<Cutov
         source_position: None,
         sink_position: None,
         verify: None,
+        verify_frozen: None,
     };
     // 1. Lag zero for the whole window.
     let t0 = Instant::now();
@@ -160,49 +165,12 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> anyhow::Result<Cutov
         }
     }
     // 2. Verify.
-    let t1 = Instant::now();
-    let verified = verify::run(
-        config,
-        &VerifyOptions {
-            tenant: opts.tenant.clone(),
-            target: opts.target.clone(),
-            timeout: opts.drain_timeout,
-            show_values: false,
-        },
-    )
-    .await;
-    match verified {
-        Ok(v) => {
-            let equal = v.equal;
-            let differing: usize = v
-                .tables
-                .iter()
-                .map(|t| t.missing_total + t.extra_total + t.different_total)
-                .sum();
-            report.steps.push(Step {
-                name: "verify",
-                ok: equal,
-                seconds: t1.elapsed().as_secs_f64(),
-                detail: if equal {
-                    format!("{} tables equal at {}", v.tables.len(), v.snapshot_position)
-                } else {
-                    format!("{differing} differing row(s)")
-                },
-            });
-            report.verify = Some(v);
-            if !equal {
-                return finish(report, opts);
-            }
-        }
-        Err(e) => {
-            report.steps.push(Step {
-                name: "verify",
-                ok: false,
-                seconds: t1.elapsed().as_secs_f64(),
-                detail: format!("could not verify: {e}"),
-            });
-            return finish(report, opts);
-        }
+    let (step, verified) = verify_step(config, opts, "verify").await;
+    let ok = step.ok;
+    report.steps.push(step);
+    report.verify = verified;
+    if !ok {
+        return finish(report, opts);
     }
     // 3. Freeze v1 and drain.
     if let Some(command) = &opts.freeze_command {
@@ -251,6 +219,13 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> anyhow::Result<Cutov
                 });
                 report.source_position = t.source_position;
                 report.sink_position = t.sink_position;
+                let (step, verified) = verify_step(config, opts, "verify-frozen").await;
+                let ok = step.ok;
+                report.steps.push(step);
+                report.verify_frozen = verified;
+                if !ok {
+                    return finish(report, opts);
+                }
             }
             Err(reason) => {
                 report.steps.push(Step {
@@ -265,6 +240,61 @@ pub async fn run(config: &Config, opts: &CutoverOptions) -> anyhow::Result<Cutov
     }
     report.ok = true;
     finish(report, opts)
+}
+
+/// Runs verify as step `name`: ok when v1 and v2 are equal.
+async fn verify_step(
+    config: &Config,
+    opts: &CutoverOptions,
+    name: &'static str,
+) -> (Step, Option<verify::Report>) {
+    let started = Instant::now();
+    let verified = verify::run(
+        config,
+        &VerifyOptions {
+            tenant: opts.tenant.clone(),
+            target: opts.target.clone(),
+            timeout: opts.drain_timeout,
+            show_values: false,
+        },
+    )
+    .await;
+    let seconds = || started.elapsed().as_secs_f64();
+    match verified {
+        Ok(v) => {
+            let differing: usize = v
+                .tables
+                .iter()
+                .map(|t| t.missing_total + t.extra_total + t.different_total)
+                .sum();
+            let set_aside: usize = v.tables.iter().map(|t| t.changed_after_snapshot).sum();
+            let detail = if v.equal {
+                let mut d = format!("{} tables equal at {}", v.tables.len(), v.snapshot_position);
+                if set_aside > 0 {
+                    d += &format!(" ({set_aside} row(s) changed after it, not compared)");
+                }
+                d
+            } else {
+                format!("{differing} differing row(s)")
+            };
+            let step = Step {
+                name,
+                ok: v.equal,
+                seconds: seconds(),
+                detail,
+            };
+            (step, Some(v))
+        }
+        Err(e) => (
+            Step {
+                name,
+                ok: false,
+                seconds: seconds(),
+                detail: format!("could not verify: {e}"),
+            },
+            None,
+        ),
+    }
 }
 
 /// Writes `cutover-<tenant>-<time>.json` and `.txt` into the report directory.
