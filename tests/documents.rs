@@ -188,7 +188,9 @@ async fn sink_offsets(pg: &tokio_postgres::Client, group: &str) -> Vec<(i32, i64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assessments_become_pdfs_that_follow_exactly_the_changes_that_touch_them() {
-    let p = Pipeline::new("docs", 1, "").await;
+    // Small chunks and batches: the snapshot reaches the sink in many batches,
+    // a document's tables in different ones.
+    let p = Pipeline::new("docs", 1, "snapshot_chunk_rows = 40").await;
     let db = p.databases[0].clone();
     let pg = pg_client(&p.stack).await;
     let mut conn = p.admin().await;
@@ -196,13 +198,18 @@ async fn assessments_become_pdfs_that_follow_exactly_the_changes_that_touch_them
     run_mysql(&mut conn, &example_file("v1-schema.sql")).await;
     run_mysql(&mut conn, &seed()).await;
     let (schema, group) = example_v2(&p, &pg).await;
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    std::fs::write(
+        &p.config_path,
+        config.replacen("[sink]\n", "[sink]\nbatch_max_events = 20\n", 1),
+    )
+    .unwrap();
 
     let source = p.start_source(&[]);
     let env = p.stack.child_env();
     let mut sink = BridgeProcess::spawn_command("sink", &p.config_path, &env, &[]);
-    // The snapshot arrives table by table, so documents first render with
-    // notes for rows not there yet; every v2 row and its documents commit
-    // together, so once v2 holds every row the documents are final.
+    // The snapshot arrives table by table; its documents wait until the
+    // source streams (its first watermark) and are rendered once, complete.
     let counts = format!(
         r#"SELECT (SELECT count(*) FROM "{schema}"."AssessmentQuestions") = 303
               AND (SELECT count(*) FROM "{schema}"."AssessmentAnswers") = 310
@@ -217,6 +224,26 @@ async fn assessments_become_pdfs_that_follow_exactly_the_changes_that_touch_them
     })
     .await;
     let docs = wait_docs(&pg, &schema, &sink, "six documents", |d| d.len() == 6).await;
+    // Written once each: inserted, never updated while the snapshot went on
+    // (statistics reach pg_stat once the sink's session reports them).
+    let (inserted, updated) = wait_until("document statistics", Duration::from_secs(60), || async {
+        let row = pg
+            .query_one(
+                "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables \
+                 WHERE schemaname = $1 AND relname = 'LegacyDocuments'",
+                &[&schema],
+            )
+            .await
+            .ok()?;
+        let (ins, upd): (i64, i64) = (row.get(0), row.get(1));
+        (ins >= 6).then_some((ins, upd))
+    })
+    .await;
+    assert_eq!(
+        (inserted, updated),
+        (6, 0),
+        "each document written once during the initial sync"
+    );
 
     // 1. Content: header, questions in template order with their answers, non-ASCII text.
     let one = pdf_text(&docs["1"].3);

@@ -30,7 +30,9 @@ use self::store::{document_hash, entry_hash, key_text, parent_hash, Dirty};
 use crate::event::{ChangeEvent, Row};
 use crate::ops::metrics as m;
 use crate::sink::apply::row_key;
-use crate::sink::target::{Change, DocRecord, RowWrite, SqlValue, StoredRow, TableDef, Target, TargetError};
+use crate::sink::target::{
+    Change, DeferredDoc, DocRecord, RowWrite, SqlValue, StoredRow, TableDef, Target, TargetError,
+};
 use crate::transform::keys::v2_id;
 use crate::transform::mapping::Mapping;
 
@@ -64,6 +66,8 @@ pub struct Outcome {
     /// Of those rendered: unchanged by the bookkeeping, rewritten because v2's
     /// copy was missing or differed.
     pub repaired: usize,
+    /// Left for after their tenant's snapshot.
+    pub deferred: usize,
     pub deleted: usize,
 }
 
@@ -186,11 +190,20 @@ impl Documents {
     /// batch's rows already written): reads the stored rows, renders on the
     /// worker pool, writes changed documents, records hashes and dependencies.
     /// `positions` holds each tenant's last position in the batch.
+    ///
+    /// While a tenant's snapshot is being copied (`snapshotting`: the batch
+    /// holds only snapshot reads of it) its documents are not rendered but
+    /// recorded as deferred: a snapshot brings a document's tables one after
+    /// another, and each would re-render it. The deferred documents of the
+    /// tenants in `streaming` (a change or a watermark in the batch: their
+    /// snapshot has ended) are rendered with the dirty ones.
     pub async fn apply<T: Target>(
         &self,
         t: &mut T,
         dirty: Dirty,
         positions: &HashMap<String, Vec<u8>>,
+        snapshotting: &BTreeSet<&str>,
+        streaming: &[&str],
     ) -> Result<Outcome, TargetError> {
         if self.crash_before_render && !dirty.is_empty() {
             tracing::error!("failpoint before_documents: aborting");
@@ -202,6 +215,31 @@ impl Documents {
             let deps: Vec<Vec<u8>> = deps.iter().map(|d| d.to_vec()).collect();
             let roots = t.doc_dependents(&deps).await?;
             groups.entry(group).or_default().extend(roots);
+        }
+        let mut deferred = Vec::new();
+        groups.retain(|(i, tenant), roots| {
+            if !snapshotting.contains(tenant.as_str()) {
+                return true;
+            }
+            let kind = &self.rules[*i].kind;
+            deferred.extend(roots.iter().map(|root| DeferredDoc {
+                id: document_hash(kind, tenant, root).to_vec(),
+                kind: kind.clone(),
+                tenant: tenant.clone(),
+                root_key: root.clone(),
+            }));
+            false
+        });
+        outcome.deferred = deferred.len();
+        t.defer_documents(&deferred).await?;
+        for d in t.take_deferred(streaming).await? {
+            // A kind no longer in the mapping has nothing to render.
+            if let Some(i) = self.rules.iter().position(|r| r.kind == d.kind) {
+                groups.entry((i, d.tenant)).or_default().insert(d.root_key);
+            }
+        }
+        if outcome.deferred > 0 {
+            metrics::counter!(m::DOCUMENTS_DEFERRED).increment(outcome.deferred as u64);
         }
         for ((i, tenant), roots) in groups {
             if roots.is_empty() {

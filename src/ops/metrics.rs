@@ -49,6 +49,9 @@ pub const DOCUMENTS_UNCHANGED: &str = "cdc_bridge_sink_documents_unchanged_total
 /// Documents unchanged by the bookkeeping but missing or different in v2,
 /// rewritten (also counted as rendered), by `kind`.
 pub const DOCUMENTS_REPAIRED: &str = "cdc_bridge_sink_documents_repaired_total";
+/// Dirty documents of a tenant whose snapshot is being copied, left to be
+/// rendered once it ends.
+pub const DOCUMENTS_DEFERRED: &str = "cdc_bridge_sink_documents_deferred_total";
 /// Documents removed (or marked deleted) with their root v1 row, by `kind`.
 pub const DOCUMENTS_DELETED: &str = "cdc_bridge_sink_documents_deleted_total";
 /// Seconds to render one document (histogram, by `kind`).
@@ -67,6 +70,11 @@ pub(crate) fn describe() {
         DOCUMENTS_REPAIRED,
         Unit::Count,
         "Documents missing or altered in v2, rewritten"
+    );
+    describe_counter!(
+        DOCUMENTS_DEFERRED,
+        Unit::Count,
+        "Documents left to render after their tenant's snapshot"
     );
     describe_counter!(
         DOCUMENTS_DELETED,

@@ -7,13 +7,14 @@
 //!   the target (counted by reading them; above [`MAX_SCAN`] per partition the
 //!   count is a lower bound);
 //! - sink: the tenant's applied position and v1 time (`cdc_bridge.applied`);
-//! - dead letters on the DLQ topic for the tenant, and events touching
-//!   document tables not applied yet (documents pending).
+//! - dead letters on the DLQ topic for the tenant, and documents pending:
+//!   events touching document tables not applied yet, plus documents deferred
+//!   until the tenant's snapshot has ended (`cdc_bridge.doc_pending`).
 //!
 //! Delays are now minus the v1 time; the source's watermarks keep them true
 //! for idle tenants.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rdkafka::message::Message;
@@ -56,12 +57,18 @@ pub struct Status {
 
 use crate::event::now_micros;
 
-async fn target_state(
-    config: &Config,
-    target: Option<&str>,
-) -> anyhow::Result<(BTreeMap<i32, i64>, Vec<(TenantProgress, f64)>)> {
+/// What the target holds: the sink's stored offsets, each tenant's progress
+/// and the documents deferred per tenant.
+#[derive(Default)]
+struct TargetState {
+    offsets: BTreeMap<i32, i64>,
+    applied: Vec<(TenantProgress, f64)>,
+    deferred: HashMap<String, u64>,
+}
+
+async fn target_state(config: &Config, target: Option<&str>) -> anyhow::Result<TargetState> {
     let Some(sink) = config.sink.as_ref() else {
-        return Ok((BTreeMap::new(), Vec::new()));
+        return Ok(TargetState::default());
     };
     let cfg = sink.target(target).map_err(|e| anyhow::anyhow!(e))?;
     let topic = config.kafka.changes_topic();
@@ -69,7 +76,7 @@ async fn target_state(
         cfg: &crate::config::TargetConfig,
         group: &str,
         topic: &str,
-    ) -> anyhow::Result<(BTreeMap<i32, i64>, Vec<(TenantProgress, f64)>)> {
+    ) -> anyhow::Result<TargetState> {
         let mut t = T::connect(cfg)
             .await
             .map_err(|e| anyhow::anyhow!("target {}: {e}", cfg.name))?;
@@ -84,7 +91,15 @@ async fn target_state(
             .read_applied()
             .await
             .map_err(|e| anyhow::anyhow!("target {}: {e}", cfg.name))?;
-        Ok((offsets.into_iter().collect(), applied))
+        let deferred = t
+            .deferred_counts()
+            .await
+            .map_err(|e| anyhow::anyhow!("target {}: {e}", cfg.name))?;
+        Ok(TargetState {
+            offsets: offsets.into_iter().collect(),
+            applied,
+            deferred,
+        })
     }
     match cfg.kind {
         TargetKind::Postgres => {
@@ -191,7 +206,11 @@ pub async fn collect(config: &Config, target: Option<&str>) -> anyhow::Result<St
         None => None,
     };
     let snapshotting = checkpoint.as_ref().is_some_and(|c| c.snapshot.is_some());
-    let (stored, applied) = target_state(config, target).await?;
+    let TargetState {
+        offsets: stored,
+        applied,
+        deferred,
+    } = target_state(config, target).await?;
     let document_tables: BTreeSet<String> = match config.sink.as_ref().and_then(|s| s.mapping.as_deref()) {
         Some(path) => crate::transform::mapping::Mapping::load(std::path::Path::new(path))
             .map(|m| {
@@ -243,8 +262,15 @@ pub async fn collect(config: &Config, target: Option<&str>) -> anyhow::Result<St
             .map(|(_, n)| *n)
             .sum();
         let delay = |micros: i64| ((now - micros).max(0) as f64 / 1e6 * 10.0).round() / 10.0;
+        // Deferred documents are work left, like events.
+        let deferred_docs = deferred.get(&tenant).copied().unwrap_or(0);
         out.push(TenantStatus {
-            state: state(snapshotting, lag, progress.map(|p| p.1), progress.is_some()),
+            state: state(
+                snapshotting,
+                lag + deferred_docs,
+                progress.map(|p| p.1),
+                progress.is_some(),
+            ),
             source_position: newest.map(|(_, text, _)| text.clone()),
             source_delay_secs: newest.map(|(_, _, t)| delay(*t)),
             kafka_lag_events: lag,
@@ -253,7 +279,7 @@ pub async fn collect(config: &Config, target: Option<&str>) -> anyhow::Result<St
             sink_delay_secs: progress.map(|(p, _)| delay(p.commit_time_micros)),
             sink_updated_secs: progress.map(|(_, age)| (age * 10.0).round() / 10.0),
             dead_letters,
-            documents_pending: scan.documents.get(&tenant).copied().unwrap_or(0),
+            documents_pending: scan.documents.get(&tenant).copied().unwrap_or(0) + deferred_docs,
             tenant,
         });
     }

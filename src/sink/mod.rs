@@ -580,6 +580,10 @@ impl<T: Target> Applier<T> {
         // The last event of each tenant: its progress is recorded once per batch.
         let mut last: BTreeMap<&str, &ChangeEvent> = BTreeMap::new();
         let mut dirty = crate::documents::store::Dirty::default();
+        // Tenants with snapshot reads, and with anything else (a change or a
+        // watermark: their snapshot has ended), for the documents.
+        let mut reading: BTreeSet<&str> = BTreeSet::new();
+        let mut streaming: BTreeSet<&str> = BTreeSet::new();
         for (p, pendings) in batch {
             for pending in pendings {
                 stats.events += 1;
@@ -643,9 +647,16 @@ impl<T: Target> Applier<T> {
                     Err(TransformFailure::Target(e)) => return Err(self.target_error(e)),
                     Err(TransformFailure::Transport(e)) => return Err(e.into()),
                 }
+                if ev.op == Operation::SnapshotRead {
+                    reading.insert(ev.tenant.as_str());
+                } else {
+                    streaming.insert(ev.tenant.as_str());
+                }
                 last.insert(ev.tenant.as_str(), ev);
             }
         }
+        let snapshotting: BTreeSet<&str> = reading.difference(&streaming).copied().collect();
+        let streaming: Vec<&str> = streaming.into_iter().collect();
         let progress: Vec<TenantProgress> = last
             .values()
             .map(|ev| TenantProgress {
@@ -714,13 +725,8 @@ impl<T: Target> Applier<T> {
             }
             BatchMode::Replay { .. } => apply::GuardMode::Replay,
         };
-        // The tenants whose rows the batch writes (watermarks write none).
-        let tenants: Vec<&str> = counts
-            .keys()
-            .map(|(tenant, _, _)| *tenant)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        // Every tenant of the batch: rows, or documents a watermark lets render.
+        let tenants: Vec<&str> = last.keys().copied().collect();
         t.lock_tenants(&tenants, replay).await.map_err(err)?;
         let mut skipped = 0usize;
         // Tables in a stable order, so concurrent sinks take row locks alike.
@@ -747,15 +753,19 @@ impl<T: Target> Applier<T> {
             t.write(&def, &guarded.writes).await.map_err(err)?;
         }
         if let Some(docs) = &self.documents {
-            if !dirty.is_empty() {
+            if !dirty.is_empty() || !streaming.is_empty() {
                 let positions: HashMap<String, Vec<u8>> = progress
                     .iter()
                     .map(|p| (p.tenant.clone(), p.position_key.clone()))
                     .collect();
-                let o = docs.apply(t, dirty, &positions).await.map_err(err)?;
+                let o = docs
+                    .apply(t, dirty, &positions, &snapshotting, &streaming)
+                    .await
+                    .map_err(err)?;
                 tracing::debug!(
                     rendered = o.rendered,
                     unchanged = o.unchanged,
+                    deferred = o.deferred,
                     deleted = o.deleted,
                     "documents"
                 );

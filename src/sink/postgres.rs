@@ -26,8 +26,8 @@ use crate::event::{Date, DateTime};
 use crate::source::convert::civil_from_days;
 
 use super::target::{
-    Change, ColumnDef, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue, StoredRow, TableDef, Target,
-    TargetError, TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
+    Change, ColumnDef, DeferredDoc, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue, StoredRow, TableDef,
+    Target, TargetError, TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
 };
 
 /// Quotes an identifier: `"name"`, inner quotes doubled.
@@ -151,6 +151,13 @@ CREATE TABLE IF NOT EXISTS cdc_bridge.documents (
     pages integer NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS cdc_bridge.doc_pending (
+    doc bytea PRIMARY KEY,
+    kind text NOT NULL,
+    tenant text NOT NULL,
+    root_key text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS doc_pending_tenant ON cdc_bridge.doc_pending (tenant);
 "#;
 
 /// `CREATE TABLE IF NOT EXISTS` for a table (keyless: with the row-key and count columns).
@@ -1198,6 +1205,63 @@ impl Target for PostgresTarget {
         filter: Option<(&str, &SqlValue)>,
     ) -> Result<Vec<Vec<SqlValue>>, TargetError> {
         read_rows_where(&self.client, table, filter).await
+    }
+
+    async fn defer_documents(&mut self, docs: &[DeferredDoc]) -> Result<(), TargetError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let id: Vec<&[u8]> = docs.iter().map(|d| d.id.as_slice()).collect();
+        let kind: Vec<&str> = docs.iter().map(|d| d.kind.as_str()).collect();
+        let tenant: Vec<&str> = docs.iter().map(|d| d.tenant.as_str()).collect();
+        let root: Vec<&str> = docs.iter().map(|d| d.root_key.as_str()).collect();
+        self.client
+            .execute(
+                "INSERT INTO cdc_bridge.doc_pending (doc, kind, tenant, root_key) \
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[]) ON CONFLICT (doc) DO NOTHING",
+                &[&id, &kind, &tenant, &root],
+            )
+            .await
+            .map_err(|e| classify("defer documents", e))?;
+        Ok(())
+    }
+
+    async fn take_deferred(&mut self, tenants: &[&str]) -> Result<Vec<DeferredDoc>, TargetError> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .client
+            .query(
+                "DELETE FROM cdc_bridge.doc_pending WHERE tenant = ANY($1) RETURNING doc, kind, tenant, root_key",
+                &[&tenants],
+            )
+            .await
+            .map_err(|e| classify("take deferred documents", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| DeferredDoc {
+                id: r.get(0),
+                kind: r.get(1),
+                tenant: r.get(2),
+                root_key: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn deferred_counts(&mut self) -> Result<HashMap<String, u64>, TargetError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT tenant, count(*) FROM cdc_bridge.doc_pending GROUP BY tenant",
+                &[],
+            )
+            .await
+            .map_err(|e| classify("count deferred documents", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
     }
 
     async fn content_hashes(

@@ -64,8 +64,8 @@ use url::Url;
 use crate::config::TargetConfig;
 
 use super::target::{
-    Change, ColumnDef, Date, DateTime, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue, TableDef, Target,
-    TargetError, TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
+    Change, ColumnDef, Date, DateTime, DeferredDoc, DocRecord, OffsetClaim, RowWrite, SqlType, SqlValue,
+    TableDef, Target, TargetError, TenantProgress, COUNT_COLUMN, ROW_KEY_COLUMN,
 };
 
 /// A tiberius client on a tokio TCP stream.
@@ -446,6 +446,14 @@ pub fn bookkeeping_ddl() -> String {
          [sha256] VARBINARY(32) NOT NULL,\n  [pages] INT NOT NULL,\n  [updated_at] DATETIMEOFFSET(7) NOT NULL\n);",
         bookkeeping("documents")
     );
+    sql += &create_table_guard(BOOKKEEPING_SCHEMA, "doc_pending");
+    let _ = writeln!(
+        sql,
+        "CREATE TABLE {} (\n  [doc] VARBINARY(32) NOT NULL PRIMARY KEY,\n  [kind] NVARCHAR(128) NOT NULL,\n  \
+         [tenant] NVARCHAR(256) NOT NULL,\n  [root_key] NVARCHAR(1024) NOT NULL,\n  \
+         INDEX [IX_doc_pending_tenant] NONCLUSTERED ([tenant])\n);",
+        bookkeeping("doc_pending")
+    );
     sql
 }
 
@@ -496,6 +504,42 @@ pub fn doc_hashes_sql(docs: &[Vec<u8>]) -> String {
         "SELECT [doc], [sha256] FROM {} WHERE [doc] IN {};",
         bookkeeping("documents"),
         binary_list(docs)
+    )
+}
+
+/// Records deferred documents not recorded yet (root keys bound as @P1…;
+/// `docs` without duplicates).
+pub fn defer_documents_sql(docs: &[DeferredDoc]) -> String {
+    let rows: Vec<String> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            format!(
+                "({}, {}, {}, @P{})",
+                binary_literal(&d.id),
+                sql_literal(&d.kind),
+                sql_literal(&d.tenant),
+                i + 1
+            )
+        })
+        .collect();
+    format!(
+        "MERGE {} WITH (HOLDLOCK) AS d USING (VALUES {}) AS s ([doc], [kind], [tenant], [root_key]) \
+         ON d.[doc] = s.[doc] WHEN NOT MATCHED THEN INSERT ([doc], [kind], [tenant], [root_key]) \
+         VALUES (s.[doc], s.[kind], s.[tenant], s.[root_key]);",
+        bookkeeping("doc_pending"),
+        rows.join(", ")
+    )
+}
+
+/// Removes the deferred documents of `tenants`, returning them.
+pub fn take_deferred_sql(tenants: &[&str]) -> String {
+    let list: Vec<String> = tenants.iter().map(|t| sql_literal(t)).collect();
+    format!(
+        "DELETE FROM {} OUTPUT deleted.[doc], deleted.[kind], deleted.[tenant], deleted.[root_key] \
+         WHERE [tenant] IN ({});",
+        bookkeeping("doc_pending"),
+        list.join(", ")
     )
 }
 
@@ -2153,6 +2197,76 @@ impl Target for SqlServerTarget {
         result
     }
 
+    async fn defer_documents(&mut self, docs: &[DeferredDoc]) -> Result<(), TargetError> {
+        let mut seen = HashSet::new();
+        let docs: Vec<DeferredDoc> = docs.iter().filter(|d| seen.insert(&d.id)).cloned().collect();
+        for chunk in docs.chunks(MAX_ROWS_PER_VALUES) {
+            let sql = defer_documents_sql(chunk);
+            let mut query = Query::new(sql.as_str());
+            for d in chunk {
+                query.bind(d.root_key.as_str());
+            }
+            let client = self.client().await?;
+            let result = query.execute(client).await;
+            result.map_err(|e| self.failed("defer_documents", "doc_pending", e))?;
+        }
+        Ok(())
+    }
+
+    async fn take_deferred(&mut self, tenants: &[&str]) -> Result<Vec<DeferredDoc>, TargetError> {
+        let mut out = Vec::new();
+        for chunk in tenants.chunks(MAX_ROWS_PER_VALUES) {
+            let rows = self
+                .query(
+                    "take_deferred",
+                    "doc_pending",
+                    Query::new(take_deferred_sql(chunk)),
+                )
+                .await?;
+            for row in &rows {
+                let doc: Option<&[u8]> = row
+                    .try_get(0)
+                    .map_err(|e| self.failed("take_deferred", "doc_pending", e))?;
+                let text = |i: usize| -> Result<String, TargetError> {
+                    row.try_get::<&str, _>(i)
+                        .map(|v| v.unwrap_or_default().to_owned())
+                        .map_err(|e| TargetError::fatal(format!("sqlserver take_deferred: {e}")))
+                };
+                out.push(DeferredDoc {
+                    id: doc.unwrap_or_default().to_vec(),
+                    kind: text(1)?,
+                    tenant: text(2)?,
+                    root_key: text(3)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn deferred_counts(&mut self) -> Result<HashMap<String, u64>, TargetError> {
+        let sql = format!(
+            "SELECT [tenant], COUNT_BIG(*) FROM {} GROUP BY [tenant];",
+            bookkeeping("doc_pending")
+        );
+        let rows = self
+            .query("deferred_counts", "doc_pending", Query::new(sql))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let tenant: Option<&str> = row
+                    .try_get(0)
+                    .map_err(|e| TargetError::fatal(format!("sqlserver deferred_counts: {e}")))?;
+                let n: Option<i64> = row
+                    .try_get(1)
+                    .map_err(|e| TargetError::fatal(format!("sqlserver deferred_counts: {e}")))?;
+                Ok((
+                    tenant.unwrap_or_default().to_owned(),
+                    n.unwrap_or(0).max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+
     async fn content_hashes(
         &mut self,
         table: &TableDef,
@@ -2402,7 +2516,15 @@ mod tests {
     fn bookkeeping_ddl_is_idempotent_and_complete() {
         let sql = bookkeeping_ddl();
         assert!(sql.starts_with("IF SCHEMA_ID(N'cdc_bridge') IS NULL EXEC(N'CREATE SCHEMA [cdc_bridge]');"));
-        for table in ["sink_offsets", "row_positions", "applied"] {
+        for table in [
+            "sink_offsets",
+            "row_positions",
+            "applied",
+            "doc_rows",
+            "doc_deps",
+            "documents",
+            "doc_pending",
+        ] {
             assert!(
                 sql.contains(&format!(
                     "IF OBJECT_ID(N'[cdc_bridge].[{table}]', N'U') IS NULL\nCREATE TABLE [cdc_bridge].[{table}]"
@@ -3074,6 +3196,36 @@ mod tests {
             SqlValue::Duration(-1)
         );
         assert_eq!(read_table_value(&SqlType::Int, None).unwrap(), SqlValue::Null);
+    }
+
+    #[test]
+    fn deferred_documents_are_merged_with_bound_keys_and_taken_by_tenant() {
+        let docs = vec![
+            DeferredDoc {
+                id: vec![0xAB, 0x01],
+                kind: "assessment".into(),
+                tenant: "t'1".into(),
+                root_key: "{\"id\":\"1\"}".into(),
+            },
+            DeferredDoc {
+                id: vec![0xAB, 0x02],
+                kind: "assessment".into(),
+                tenant: "t2".into(),
+                root_key: "{\"id\":\"2\"}".into(),
+            },
+        ];
+        assert_eq!(
+            defer_documents_sql(&docs),
+            "MERGE [cdc_bridge].[doc_pending] WITH (HOLDLOCK) AS d USING (VALUES \
+             (0xAB01, N'assessment', N't''1', @P1), (0xAB02, N'assessment', N't2', @P2)) \
+             AS s ([doc], [kind], [tenant], [root_key]) ON d.[doc] = s.[doc] WHEN NOT MATCHED THEN \
+             INSERT ([doc], [kind], [tenant], [root_key]) VALUES (s.[doc], s.[kind], s.[tenant], s.[root_key]);"
+        );
+        assert_eq!(
+            take_deferred_sql(&["t'1", "t2"]),
+            "DELETE FROM [cdc_bridge].[doc_pending] OUTPUT deleted.[doc], deleted.[kind], deleted.[tenant], \
+             deleted.[root_key] WHERE [tenant] IN (N't''1', N't2');"
+        );
     }
 
     #[test]

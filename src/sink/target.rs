@@ -213,6 +213,16 @@ pub struct DocRecord {
     pub deps: Vec<Vec<u8>>,
 }
 
+/// A document whose render waits until its tenant's snapshot has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredDoc {
+    /// The document's identity hash.
+    pub id: Vec<u8>,
+    pub kind: String,
+    pub tenant: String,
+    pub root_key: String,
+}
+
 /// Why a target operation failed, and whether trying again can help.
 #[derive(Debug)]
 pub struct TargetError {
@@ -252,7 +262,8 @@ impl std::error::Error for TargetError {}
 /// - `applied (tenant) → source_position, position_key, commit_time_micros`
 /// - documents: `doc_rows (entry) → parent, kind, tenant, tbl, row_key, changed_micros, data`
 ///   (written with [`Target::write`]), `doc_deps (dep, doc) → root_key` and
-///   `documents (doc) → kind, tenant, root_key, sha256, pages`
+///   `documents (doc) → kind, tenant, root_key, sha256, pages`,
+///   `doc_pending (doc) → kind, tenant, root_key` (renders waiting for a snapshot to end)
 ///
 /// A batch is `begin`, `claim_offsets` (live) or nothing (replay),
 /// `lock_tenants`, then per table `stored_positions` and `write`, then
@@ -341,6 +352,16 @@ pub trait Target: Send {
 
     /// The stored content hash of each of these documents that has one.
     async fn doc_hashes(&mut self, docs: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<u8>>, TargetError>;
+
+    /// Records documents whose render waits for their tenant's snapshot to end
+    /// (already recorded ones stay).
+    async fn defer_documents(&mut self, docs: &[DeferredDoc]) -> Result<(), TargetError>;
+
+    /// Removes and returns the deferred documents of these tenants.
+    async fn take_deferred(&mut self, tenants: &[&str]) -> Result<Vec<DeferredDoc>, TargetError>;
+
+    /// How many documents wait per tenant.
+    async fn deferred_counts(&mut self) -> Result<HashMap<String, u64>, TargetError>;
 
     /// SHA-256 of column `content` of the rows of `table` whose (single) key
     /// is each of `ids`, in `ids` order; `None` where the row or its content
