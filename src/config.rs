@@ -429,10 +429,19 @@ pub struct SinkConfig {
     /// before it is abandoned (rolled back, read again on the next start).
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Documents deferred during a snapshot rendered per batch at most (the
+    /// rest by the next batches), so the batch after a large snapshot stays
+    /// bounded in time and memory.
+    #[serde(default = "default_deferred_documents_per_batch")]
+    pub deferred_documents_per_batch: usize,
 }
 
 pub fn default_shutdown_timeout_secs() -> u64 {
     30
+}
+
+fn default_deferred_documents_per_batch() -> usize {
+    2_000
 }
 
 /// How change events become v2 rows.
@@ -683,6 +692,10 @@ impl Config {
                 ("batch_max_bytes", sink.batch_max_bytes as u64),
                 ("batch_max_wait_ms", sink.batch_max_wait_ms),
                 ("max_transaction_events", sink.max_transaction_events as u64),
+                (
+                    "deferred_documents_per_batch",
+                    sink.deferred_documents_per_batch as u64,
+                ),
                 ("retry_initial_ms", sink.retry_initial_ms),
                 ("retry_max_ms", sink.retry_max_ms),
             ] {

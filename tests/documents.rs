@@ -189,7 +189,8 @@ async fn sink_offsets(pg: &tokio_postgres::Client, group: &str) -> Vec<(i32, i64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assessments_become_pdfs_that_follow_exactly_the_changes_that_touch_them() {
     // Small chunks and batches: the snapshot reaches the sink in many batches,
-    // a document's tables in different ones.
+    // a document's tables in different ones; the deferred documents are
+    // rendered two per batch.
     let p = Pipeline::new("docs", 1, "snapshot_chunk_rows = 40").await;
     let db = p.databases[0].clone();
     let pg = pg_client(&p.stack).await;
@@ -201,7 +202,11 @@ async fn assessments_become_pdfs_that_follow_exactly_the_changes_that_touch_them
     let config = std::fs::read_to_string(&p.config_path).unwrap();
     std::fs::write(
         &p.config_path,
-        config.replacen("[sink]\n", "[sink]\nbatch_max_events = 20\n", 1),
+        config.replacen(
+            "[sink]\n",
+            "[sink]\nbatch_max_events = 20\ndeferred_documents_per_batch = 2\n",
+            1,
+        ),
     )
     .unwrap();
 

@@ -196,7 +196,8 @@ impl Documents {
     /// recorded as deferred: a snapshot brings a document's tables one after
     /// another, and each would re-render it. The deferred documents of the
     /// tenants in `streaming` (a change or a watermark in the batch: their
-    /// snapshot has ended) are rendered with the dirty ones.
+    /// snapshot has ended) are rendered with the dirty ones, at most
+    /// `flush_limit` of them per batch.
     pub async fn apply<T: Target>(
         &self,
         t: &mut T,
@@ -204,6 +205,7 @@ impl Documents {
         positions: &HashMap<String, Vec<u8>>,
         snapshotting: &BTreeSet<&str>,
         streaming: &[&str],
+        flush_limit: usize,
     ) -> Result<Outcome, TargetError> {
         if self.crash_before_render && !dirty.is_empty() {
             tracing::error!("failpoint before_documents: aborting");
@@ -232,7 +234,7 @@ impl Documents {
         });
         outcome.deferred = deferred.len();
         t.defer_documents(&deferred).await?;
-        for d in t.take_deferred(streaming).await? {
+        for d in t.take_deferred(streaming, flush_limit).await? {
             // A kind no longer in the mapping has nothing to render.
             if let Some(i) = self.rules.iter().position(|r| r.kind == d.kind) {
                 groups.entry((i, d.tenant)).or_default().insert(d.root_key);

@@ -759,7 +759,14 @@ impl<T: Target> Applier<T> {
                     .map(|p| (p.tenant.clone(), p.position_key.clone()))
                     .collect();
                 let o = docs
-                    .apply(t, dirty, &positions, &snapshotting, &streaming)
+                    .apply(
+                        t,
+                        dirty,
+                        &positions,
+                        &snapshotting,
+                        &streaming,
+                        self.cfg.deferred_documents_per_batch,
+                    )
                     .await
                     .map_err(err)?;
                 tracing::debug!(

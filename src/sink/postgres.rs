@@ -1226,15 +1226,22 @@ impl Target for PostgresTarget {
         Ok(())
     }
 
-    async fn take_deferred(&mut self, tenants: &[&str]) -> Result<Vec<DeferredDoc>, TargetError> {
-        if tenants.is_empty() {
+    async fn take_deferred(
+        &mut self,
+        tenants: &[&str],
+        limit: usize,
+    ) -> Result<Vec<DeferredDoc>, TargetError> {
+        if tenants.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .client
             .query(
-                "DELETE FROM cdc_bridge.doc_pending WHERE tenant = ANY($1) RETURNING doc, kind, tenant, root_key",
-                &[&tenants],
+                "DELETE FROM cdc_bridge.doc_pending WHERE doc IN \
+                 (SELECT doc FROM cdc_bridge.doc_pending WHERE tenant = ANY($1) LIMIT $2 FOR UPDATE) \
+                 RETURNING doc, kind, tenant, root_key",
+                &[&tenants, &limit],
             )
             .await
             .map_err(|e| classify("take deferred documents", e))?;

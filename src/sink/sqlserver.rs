@@ -532,11 +532,11 @@ pub fn defer_documents_sql(docs: &[DeferredDoc]) -> String {
     )
 }
 
-/// Removes the deferred documents of `tenants`, returning them.
-pub fn take_deferred_sql(tenants: &[&str]) -> String {
+/// Removes at most `limit` deferred documents of `tenants`, returning them.
+pub fn take_deferred_sql(tenants: &[&str], limit: usize) -> String {
     let list: Vec<String> = tenants.iter().map(|t| sql_literal(t)).collect();
     format!(
-        "DELETE FROM {} OUTPUT deleted.[doc], deleted.[kind], deleted.[tenant], deleted.[root_key] \
+        "DELETE TOP ({limit}) FROM {} OUTPUT deleted.[doc], deleted.[kind], deleted.[tenant], deleted.[root_key] \
          WHERE [tenant] IN ({});",
         bookkeeping("doc_pending"),
         list.join(", ")
@@ -2213,14 +2213,22 @@ impl Target for SqlServerTarget {
         Ok(())
     }
 
-    async fn take_deferred(&mut self, tenants: &[&str]) -> Result<Vec<DeferredDoc>, TargetError> {
+    async fn take_deferred(
+        &mut self,
+        tenants: &[&str],
+        limit: usize,
+    ) -> Result<Vec<DeferredDoc>, TargetError> {
         let mut out = Vec::new();
         for chunk in tenants.chunks(MAX_ROWS_PER_VALUES) {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
             let rows = self
                 .query(
                     "take_deferred",
                     "doc_pending",
-                    Query::new(take_deferred_sql(chunk)),
+                    Query::new(take_deferred_sql(chunk, left)),
                 )
                 .await?;
             for row in &rows {
@@ -3222,8 +3230,8 @@ mod tests {
              INSERT ([doc], [kind], [tenant], [root_key]) VALUES (s.[doc], s.[kind], s.[tenant], s.[root_key]);"
         );
         assert_eq!(
-            take_deferred_sql(&["t'1", "t2"]),
-            "DELETE FROM [cdc_bridge].[doc_pending] OUTPUT deleted.[doc], deleted.[kind], deleted.[tenant], \
+            take_deferred_sql(&["t'1", "t2"], 2000),
+            "DELETE TOP (2000) FROM [cdc_bridge].[doc_pending] OUTPUT deleted.[doc], deleted.[kind], deleted.[tenant], \
              deleted.[root_key] WHERE [tenant] IN (N't''1', N't2');"
         );
     }

@@ -357,8 +357,12 @@ pub trait Target: Send {
     /// (already recorded ones stay).
     async fn defer_documents(&mut self, docs: &[DeferredDoc]) -> Result<(), TargetError>;
 
-    /// Removes and returns the deferred documents of these tenants.
-    async fn take_deferred(&mut self, tenants: &[&str]) -> Result<Vec<DeferredDoc>, TargetError>;
+    /// Removes and returns deferred documents of these tenants, at most `limit`.
+    async fn take_deferred(
+        &mut self,
+        tenants: &[&str],
+        limit: usize,
+    ) -> Result<Vec<DeferredDoc>, TargetError>;
 
     /// How many documents wait per tenant.
     async fn deferred_counts(&mut self) -> Result<HashMap<String, u64>, TargetError>;
