@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::pinpoint::{example_file, example_v2, run_mysql};
+use common::pinpoint::{example_v1, example_v2};
 use common::pipeline::{BridgeProcess, Pipeline};
 use common::sink::pg_client;
 use common::wait_until;
@@ -194,24 +194,46 @@ async fn assessments_become_pdfs_that_follow_exactly_the_changes_that_touch_them
     let p = Pipeline::new("docs", 1, "snapshot_chunk_rows = 40").await;
     let db = p.databases[0].clone();
     let pg = pg_client(&p.stack).await;
-    let mut conn = p.admin().await;
-    conn.query_drop(format!("USE `{db}`")).await.unwrap();
-    run_mysql(&mut conn, &example_file("v1-schema.sql")).await;
-    run_mysql(&mut conn, &seed()).await;
+    let mut conn = example_v1(&p, &seed()).await;
     let (schema, group) = example_v2(&p, &pg).await;
     let config = std::fs::read_to_string(&p.config_path).unwrap();
     std::fs::write(
         &p.config_path,
-        config.replacen(
-            "[sink]\n",
-            "[sink]\nbatch_max_events = 20\ndeferred_documents_per_batch = 2\n",
-            1,
-        ),
+        config
+            .replacen(
+                "[sink]\n",
+                "[sink]\nbatch_max_events = 20\ndeferred_documents_per_batch = 2\n",
+                1,
+            )
+            // Sinks killed by the failpoints leave the group sooner.
+            .replacen(
+                "[metrics]\n",
+                "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[metrics]\n",
+                1,
+            ),
     )
     .unwrap();
 
     let source = p.start_source(&[]);
     let env = p.stack.child_env();
+    // Killed right after a batch that deferred documents committed: the
+    // deferral survives, and the next sink renders them (nothing lost).
+    let mut env_deferring = env.clone();
+    env_deferring.push(("CDC_BRIDGE_FAILPOINT", "after_deferring".to_owned()));
+    let mut crashing = BridgeProcess::spawn_command("sink", &p.config_path, &env_deferring, &[]);
+    let status = crashing
+        .wait_exit(Duration::from_secs(180))
+        .expect("the failpoint aborts the sink");
+    assert!(!status.success());
+    let waiting: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM cdc_bridge.doc_pending WHERE tenant = $1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(waiting > 0, "the aborted sink left deferred documents");
     let mut sink = BridgeProcess::spawn_command("sink", &p.config_path, &env, &[]);
     // The snapshot arrives table by table; its documents wait until the
     // source streams (its first watermark) and are rendered once, complete.

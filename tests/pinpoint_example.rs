@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use cdc_bridge::sink::target::SqlType;
 use cdc_bridge::transform::mapping::{ColumnMapping, Convert, Mapping};
-use common::pinpoint::{example_dir, example_file, example_v2, run_mysql, statements, RESTORE_FOREIGN_KEYS};
+use common::pinpoint::{
+    example_dir, example_file, example_v1, example_v2, run_mysql, statements, RESTORE_FOREIGN_KEYS,
+};
 use common::pipeline::{BridgeProcess, Pipeline};
 use common::sink::pg_client;
 use mysql_async::prelude::Queryable;
@@ -679,10 +681,7 @@ async fn the_example_loads_and_maps_end_to_end() {
     let pg = pg_client(&p.stack).await;
 
     // v1: the example schema and a few rows, in the tenant database.
-    let mut conn = p.admin().await;
-    conn.query_drop(format!("USE `{db}`")).await.unwrap();
-    run_mysql(&mut conn, &example_file("v1-schema.sql")).await;
-    run_mysql(&mut conn, SEED).await;
+    let mut conn = example_v1(&p, SEED).await;
 
     // v2: the example DDL and mapping, moved to a schema of this test's own.
     // The snapshot arrives table by table in name order, over several batches

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::pipeline::Pipeline;
 use common::sink::{add_sink, drop_mirror, pg_client, start_sink, wait_mirrored};
-use common::types::{insert_type_rich, TYPE_RICH};
+use common::types::{create_items_and_tally, insert_type_rich, TYPE_RICH};
 use mysql_async::prelude::Queryable;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,14 +22,7 @@ async fn mirror_holds_every_value_and_follows_a_mixed_workload() {
     conn.query_drop(TYPE_RICH).await.unwrap();
     insert_type_rich(&mut conn, &a, 0).await;
     for db in [&a, &b] {
-        conn.query_drop(format!(
-            "CREATE TABLE `{db}`.items (id INT PRIMARY KEY, n INT NOT NULL, note VARCHAR(40)); \
-             INSERT INTO `{db}`.items SELECT seq, seq * 2, CONCAT('n', seq) FROM seq_1_to_500; \
-             CREATE TABLE `{db}`.tally (who VARCHAR(10), n INT); \
-             INSERT INTO `{db}`.tally VALUES ('x', 1), ('x', 1), ('y', 2)"
-        ))
-        .await
-        .unwrap();
+        create_items_and_tally(&mut conn, db, 500).await;
     }
 
     let source = p.start_source(&[]);

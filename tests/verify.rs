@@ -7,10 +7,10 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::pinpoint::{example_file, example_v2, run_mysql};
+use common::pinpoint::{example_v1, example_v2};
 use common::pipeline::{BridgeProcess, Pipeline};
 use common::sink::{add_sink, drop_mirror, pg_client, start_sink, wait_mirrored};
-use common::types::{insert_type_rich, TYPE_RICH};
+use common::types::{create_items_and_tally, insert_type_rich, TYPE_RICH};
 use common::{cdc_bridge, path_str, wait_until};
 use mysql_async::prelude::Queryable;
 
@@ -135,10 +135,7 @@ async fn verify_passes_on_a_synced_tenant_and_names_exactly_the_planted_differen
     let p = Pipeline::new("verify_map", 1, "").await;
     let db = p.databases[0].clone();
     let pg = pg_client(&p.stack).await;
-    let mut conn = p.admin().await;
-    conn.query_drop(format!("USE `{db}`")).await.unwrap();
-    run_mysql(&mut conn, &example_file("v1-schema.sql")).await;
-    run_mysql(&mut conn, SEED).await;
+    let mut conn = example_v1(&p, SEED).await;
     let (schema, group) = example_v2(&p, &pg).await;
 
     let source = p.start_source(&[]);
@@ -365,14 +362,7 @@ async fn verify_compares_a_mirrored_tenant_value_for_value() {
     conn.query_drop(format!("USE `{db}`")).await.unwrap();
     conn.query_drop(TYPE_RICH).await.unwrap();
     insert_type_rich(&mut conn, &db, 0).await;
-    conn.query_drop(format!(
-        "CREATE TABLE `{db}`.items (id INT PRIMARY KEY, n INT NOT NULL, note VARCHAR(40)); \
-         INSERT INTO `{db}`.items SELECT seq, seq * 2, CONCAT('n', seq) FROM seq_1_to_300; \
-         CREATE TABLE `{db}`.tally (who VARCHAR(10), n INT); \
-         INSERT INTO `{db}`.tally VALUES ('x', 1), ('x', 1), ('y', 2)"
-    ))
-    .await
-    .unwrap();
+    create_items_and_tally(&mut conn, &db, 300).await;
 
     let source = p.start_source(&[]);
     let mut sink_process = start_sink(&p);

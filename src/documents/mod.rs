@@ -39,8 +39,9 @@ use crate::transform::mapping::Mapping;
 /// Changes whenever the same input could render different bytes.
 pub const RENDERER_VERSION: &str = concat!("cdc-bridge-pdf/", env!("CARGO_PKG_VERSION"), "/1");
 pub const CONTENT_TYPE: &str = "application/pdf";
-/// Set to `before_documents` to abort the sink after a batch's rows are
-/// written and before its documents render (for crash tests).
+/// Crash tests: `before_documents` aborts the sink after a batch's rows are
+/// written and before its documents render; `after_deferring` aborts it
+/// right after a batch that deferred documents committed.
 pub const FAILPOINT_ENV: &str = "CDC_BRIDGE_FAILPOINT";
 
 /// The documents of a mapping, ready to keep current.
@@ -56,6 +57,7 @@ pub struct Documents {
     marks: Vec<Option<Arc<TableDef>>>,
     workers: usize,
     crash_before_render: bool,
+    crash_after_deferring: bool,
 }
 
 /// What one batch did to documents.
@@ -106,6 +108,7 @@ impl Documents {
             marks: vec![None; n],
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             crash_before_render: std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == "before_documents"),
+            crash_after_deferring: std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == "after_deferring"),
         }))
     }
 
@@ -186,6 +189,15 @@ impl Documents {
         dirty.mark(&self.rules, ev);
     }
 
+    /// Called once a batch committed with `deferred` documents deferred (the
+    /// `after_deferring` failpoint).
+    pub fn committed(&self, deferred: usize) {
+        if self.crash_after_deferring && deferred > 0 {
+            tracing::error!("failpoint after_deferring: aborting");
+            std::process::abort();
+        }
+    }
+
     /// Re-renders the dirty documents inside the open batch transaction (the
     /// batch's rows already written): reads the stored rows, renders on the
     /// worker pool, writes changed documents, records hashes and dependencies.
@@ -235,9 +247,14 @@ impl Documents {
         outcome.deferred = deferred.len();
         t.defer_documents(&deferred).await?;
         for d in t.take_deferred(streaming, flush_limit).await? {
-            // A kind no longer in the mapping has nothing to render.
-            if let Some(i) = self.rules.iter().position(|r| r.kind == d.kind) {
-                groups.entry((i, d.tenant)).or_default().insert(d.root_key);
+            match self.rules.iter().position(|r| r.kind == d.kind) {
+                Some(i) => {
+                    groups.entry((i, d.tenant)).or_default().insert(d.root_key);
+                }
+                // The mapping no longer has the kind: nothing to render.
+                None => {
+                    tracing::warn!(kind = %d.kind, tenant = %d.tenant, "deferred document of a kind no longer in the mapping dropped")
+                }
             }
         }
         if outcome.deferred > 0 {
@@ -289,42 +306,44 @@ impl Documents {
             .clone()
             .ok_or_else(|| TargetError::fatal(format!("documents of kind {kind} written before prepared")))?;
         let now = crate::event::now_micros();
-        // Unchanged by the bookkeeping: still rewritten when v2's copy is
-        // missing or differs (removed or altered there), so a replay or a
-        // re-snapshot repairs it.
-        let bookkept: Vec<bool> = rendered
+        let mut outcome = Outcome::default();
+        let docs: Vec<Vec<u8>> = rendered
             .iter()
-            .map(|(key, _, pdf)| {
+            .map(|(key, _, _)| document_hash(kind, tenant, key).to_vec())
+            .collect();
+        let mut unchanged: Vec<bool> = rendered
+            .iter()
+            .zip(&docs)
+            .map(|((_, _, pdf), doc)| {
                 stored
-                    .get(document_hash(kind, tenant, key).as_slice())
+                    .get(doc)
                     .is_some_and(|h| h.as_slice() == pdf.sha256.as_slice())
             })
             .collect();
-        let mut in_v2: Vec<Option<Vec<u8>>> = vec![None; rendered.len()];
+        // Unchanged by the bookkeeping: still rewritten when v2's copy is
+        // missing or differs (removed or altered there), so a replay or a
+        // re-snapshot repairs it.
         if let Some(content) = rule.target.content_column() {
             let (at, ids): (Vec<usize>, Vec<SqlValue>) = rendered
                 .iter()
                 .enumerate()
-                .filter(|(n, _)| bookkept[*n])
+                .filter(|(n, _)| unchanged[*n])
                 .map(|(n, (key, _, _))| (n, self.id(rule, tenant, key)))
                 .unzip();
             for (n, hash) in at.into_iter().zip(t.content_hashes(&def, content, &ids).await?) {
-                in_v2[n] = hash;
+                if hash.as_deref() != Some(rendered[n].2.sha256.as_slice()) {
+                    unchanged[n] = false;
+                    outcome.repaired += 1;
+                }
             }
         }
         let mut writes = Vec::new();
         let mut records = Vec::new();
-        let mut outcome = Outcome::default();
-        for (n, (key, built, pdf)) in rendered.into_iter().enumerate() {
-            let doc = document_hash(kind, tenant, &key).to_vec();
-            let repaired = bookkept[n]
-                && rule.target.content_column().is_some()
-                && in_v2[n].as_deref() != Some(pdf.sha256.as_slice());
-            if bookkept[n] && !repaired {
+        for ((n, (key, built, pdf)), doc) in rendered.into_iter().enumerate().zip(docs) {
+            if unchanged[n] {
                 outcome.unchanged += 1;
             } else {
                 outcome.rendered += 1;
-                outcome.repaired += usize::from(repaired);
                 let values = self.values(rule, &def, tenant, &key, &built, &pdf, now);
                 let id = self.id(rule, tenant, &key);
                 writes.push(RowWrite {

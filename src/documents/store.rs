@@ -243,7 +243,6 @@ pub fn skipped(rule: &DocumentRule, row: &Row) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::TransactionInfo;
     use crate::transform::mapping::Mapping;
 
     fn rules() -> Vec<DocumentRule> {
@@ -255,24 +254,10 @@ mod tests {
     }
 
     fn event(table: &str, op: Operation, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
-        let image = after.clone().or_else(|| before.clone()).unwrap();
         ChangeEvent {
             tenant: "t1".into(),
-            database: "db".into(),
-            table: table.into(),
-            op,
-            key: Row(vec![("id".into(), image.get("id").unwrap().clone())]),
-            before,
-            after,
-            ddl: None,
-            schema_version: 1,
-            position: "mysql-bin.000001:4#0".parse().unwrap(),
             commit_time_micros: 42,
-            transaction: TransactionInfo {
-                id: "t".into(),
-                index: 0,
-                last: true,
-            },
+            ..ChangeEvent::test_row(table, op, before, after)
         }
     }
 

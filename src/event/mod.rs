@@ -175,6 +175,44 @@ impl ChangeEvent {
 }
 
 #[cfg(test)]
+impl ChangeEvent {
+    /// A change of one row for tests: tenant `t` in database `db`, keyed by
+    /// the `id` of the after (else before) image, at `mysql-bin.000001:4#0`,
+    /// a whole transaction of its own. Other fields by struct update.
+    pub(crate) fn test_row(
+        table: &str,
+        op: Operation,
+        before: Option<Row>,
+        after: Option<Row>,
+    ) -> ChangeEvent {
+        let key = after
+            .as_ref()
+            .or(before.as_ref())
+            .and_then(|image| image.get("id"))
+            .map(|id| Row(vec![("id".into(), id.clone())]))
+            .unwrap_or_default();
+        ChangeEvent {
+            tenant: "t".into(),
+            database: "db".into(),
+            table: table.into(),
+            op,
+            key,
+            before,
+            after,
+            ddl: None,
+            schema_version: 1,
+            position: "mysql-bin.000001:4#0".parse().expect("a position"),
+            commit_time_micros: 0,
+            transaction: TransactionInfo {
+                id: "tx".into(),
+                index: 0,
+                last: true,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::collection::vec;

@@ -300,22 +300,6 @@ impl Compared {
         )
     }
 
-    /// The keys whose rows differ (found by narrowing), and how many key
-    /// ranges that compared.
-    fn differing(&self) -> (Vec<String>, usize) {
-        let (exp, act) = self.digests();
-        let mut ranges = 0;
-        if exp.len() == act.len() && sum_hashes(exp.values()) == sum_hashes(act.values()) {
-            return (Vec::new(), ranges);
-        }
-        let mut keys: Vec<&str> = exp.keys().chain(act.keys()).copied().collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut out = Vec::new();
-        narrow(&keys, &exp, &act, &mut out, &mut ranges);
-        (out.into_iter().map(str::to_owned).collect(), ranges)
-    }
-
     /// Sets aside the differing rows that v2 holds at a position after
     /// `snapshot` (changed since): they are not compared.
     async fn set_aside_changed<T: Target>(
@@ -326,7 +310,9 @@ impl Compared {
         if self.keyless() || self.writers.is_empty() {
             return Ok(());
         }
-        let (differing, _) = self.differing();
+        let (exp, act) = self.digests();
+        let (differing, _) = differing(&exp, &act);
+        let differing: Vec<String> = differing.into_iter().map(str::to_owned).collect();
         let mut moved = std::collections::BTreeSet::new();
         for chunk in differing.chunks(1000) {
             let keys: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -479,9 +465,9 @@ impl Compared {
         if report.equal {
             return report;
         }
-        let (differing, ranges) = self.differing();
+        let (differing, ranges) = differing(&exp, &act);
         report.ranges_compared = ranges;
-        for k in differing.iter().map(String::as_str) {
+        for k in differing {
             match (self.expected.get(k), self.actual.get(k)) {
                 (Some(e), None) => {
                     report.missing_total += 1;
@@ -565,6 +551,21 @@ fn narrow<'a>(
     for part in keys.chunks(keys.len().div_ceil(FAN_OUT)) {
         narrow(part, exp, act, out, ranges);
     }
+}
+
+/// The keys whose rows differ (found by narrowing), and how many key ranges
+/// that compared.
+fn differing<'a>(exp: &Digests<'a>, act: &Digests<'a>) -> (Vec<&'a str>, usize) {
+    let mut ranges = 0;
+    if exp.len() == act.len() && sum_hashes(exp.values()) == sum_hashes(act.values()) {
+        return (Vec::new(), ranges);
+    }
+    let mut keys: Vec<&str> = exp.keys().chain(act.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut out = Vec::new();
+    narrow(&keys, exp, act, &mut out, &mut ranges);
+    (out, ranges)
 }
 
 /// Sum modulo 2^256 of big-endian 256-bit numbers: independent of order.

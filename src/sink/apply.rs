@@ -234,7 +234,7 @@ pub fn guard_with(writes: Vec<RowWrite>, stored: &HashMap<String, Vec<u8>>, mode
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{BinlogCoordinates, TransactionInfo, Value};
+    use crate::event::{BinlogCoordinates, Value};
     use crate::sink::target::{ColumnDef, SqlType};
 
     fn pos(file: u32, offset: u64, phase: Phase, index: u64) -> SourcePosition {
@@ -292,24 +292,9 @@ mod tests {
     }
 
     fn event(op: Operation, before: Option<Row>, after: Option<Row>, at: u64) -> ChangeEvent {
-        let key = after.as_ref().or(before.as_ref()).unwrap();
         ChangeEvent {
-            tenant: "t".into(),
-            database: "db".into(),
-            table: "t".into(),
-            op,
-            key: Row(vec![("id".into(), key.get("id").unwrap().clone())]),
-            before,
-            after,
-            ddl: None,
-            schema_version: 1,
             position: pos(1, at, Phase::Stream, 0),
-            commit_time_micros: 0,
-            transaction: TransactionInfo {
-                id: "x".into(),
-                index: 0,
-                last: true,
-            },
+            ..ChangeEvent::test_row("t", op, before, after)
         }
     }
 

@@ -283,52 +283,43 @@ pub async fn run(
 
 /// Connects, retrying retriable failures (an unreachable server) with backoff.
 async fn connect_with_retry<T: Target>(sink: &SinkConfig, cfg: &TargetConfig) -> Result<T, SinkError> {
-    let mut attempt = 0u32;
-    loop {
-        match T::connect(cfg).await {
-            Ok(t) => return Ok(t),
-            Err(e) if e.retriable && (sink.retry_max_attempts == 0 || attempt < sink.retry_max_attempts) => {
-                attempt += 1;
-                let delay = backoff(sink, attempt);
-                tracing::warn!(
-                    target = %cfg.name,
-                    error = %e,
-                    attempt,
-                    delay_ms = delay.as_millis() as u64,
-                    "target unreachable; retrying"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => {
-                return Err(SinkError::Target {
-                    target: cfg.name.clone(),
-                    error: e,
-                })
-            }
-        }
-    }
+    retry_at_start(
+        sink,
+        &format!("target {}", cfg.name),
+        |e: &TargetError| e.retriable,
+        || T::connect(cfg),
+    )
+    .await
+    .map_err(|error| SinkError::Target {
+        target: cfg.name.clone(),
+        error,
+    })
 }
 
-/// Exponential backoff with full jitter between half and the whole delay.
-/// Runs a Kafka step of starting up, retrying retriable failures (a broker not
-/// up yet, a topic created a moment ago without a leader) with backoff while
-/// reporting not ready.
-async fn retry_kafka_at_start<R, F, Fut>(sink: &SinkConfig, mut step: F) -> Result<R, TransportError>
+/// Runs a step of starting up, retrying the failures `retriable` accepts (a
+/// server not up yet, a topic created a moment ago without a leader) with
+/// backoff while reporting not ready.
+async fn retry_at_start<R, E, F, Fut>(
+    sink: &SinkConfig,
+    what: &str,
+    retriable: impl Fn(&E) -> bool,
+    mut step: F,
+) -> Result<R, E>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<R, TransportError>>,
+    Fut: std::future::Future<Output = Result<R, E>>,
 {
     let mut attempt = 0u32;
     loop {
         match step().await {
             Ok(r) => return Ok(r),
             Err(e)
-                if e.is_retriable()
-                    && (sink.retry_max_attempts == 0 || attempt < sink.retry_max_attempts) =>
+                if retriable(&e) && (sink.retry_max_attempts == 0 || attempt < sink.retry_max_attempts) =>
             {
                 attempt += 1;
                 let delay = backoff(sink, attempt);
-                tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Kafka not ready; retrying");
+                tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "{what} not ready; retrying");
                 crate::ops::health::report("sink", false, format!("starting: {e}"), Duration::from_secs(120));
                 tokio::time::sleep(delay).await;
             }
@@ -337,6 +328,26 @@ where
     }
 }
 
+/// Runs a Kafka step of starting up with [`retry_at_start`].
+async fn retry_kafka_at_start<R, F, Fut>(sink: &SinkConfig, step: F) -> Result<R, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<R, TransportError>>,
+{
+    retry_at_start(sink, "Kafka", TransportError::is_retriable, step).await
+}
+
+/// A failed read of the change topic: logged and read on when retriable.
+fn read_failed(bootstrap: &str, e: rdkafka::error::KafkaError) -> Result<(), TransportError> {
+    let err = TransportError::classify(bootstrap, "read", e);
+    if !err.is_retriable() {
+        return Err(err);
+    }
+    tracing::warn!(error = %err, "reading the change topic; retrying");
+    Ok(())
+}
+
+/// Exponential backoff with full jitter between half and the whole delay.
 fn backoff(cfg: &SinkConfig, attempt: u32) -> Duration {
     let base = cfg
         .retry_initial_ms
@@ -752,6 +763,7 @@ impl<T: Target> Applier<T> {
             }
             t.write(&def, &guarded.writes).await.map_err(err)?;
         }
+        let mut deferred = 0;
         if let Some(docs) = &self.documents {
             if !dirty.is_empty() || !streaming.is_empty() {
                 let positions: HashMap<String, Vec<u8>> = progress
@@ -776,6 +788,7 @@ impl<T: Target> Applier<T> {
                     deleted = o.deleted,
                     "documents"
                 );
+                deferred = o.deferred;
             }
         }
         stats.rows_skipped = skipped;
@@ -787,6 +800,9 @@ impl<T: Target> Applier<T> {
         }
         t.record_progress(&progress).await.map_err(err)?;
         t.commit().await.map_err(err)?;
+        if let Some(docs) = &self.documents {
+            docs.committed(deferred);
+        }
         let now = now_micros();
         for p in &progress {
             metrics::gauge!(m::SINK_DELAY, "tenant" => p.tenant.clone())
@@ -948,14 +964,7 @@ impl<T: Target> Sink<T> {
             };
             match received {
                 Err(_) => {}
-                Ok(Err(e)) => {
-                    let err = TransportError::classify(&self.applier.kafka.bootstrap_servers, "read", e);
-                    if err.is_retriable() {
-                        tracing::warn!(error = %err, "reading the change topic; retrying");
-                    } else {
-                        return Err(err.into());
-                    }
-                }
+                Ok(Err(e)) => read_failed(&self.applier.kafka.bootstrap_servers, e)?,
                 Ok(Ok(msg)) => {
                     let partition = msg.partition();
                     let offset = msg.offset();
@@ -1226,27 +1235,10 @@ enum TransformFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Row, TransactionInfo};
 
     fn pending(offset: i64, op: Operation, last: bool) -> Pending {
-        let event = ChangeEvent {
-            tenant: "t".into(),
-            database: "db".into(),
-            table: "x".into(),
-            op,
-            key: Row::default(),
-            before: None,
-            after: None,
-            ddl: None,
-            schema_version: 1,
-            position: "mysql-bin.000001:4#0".parse().unwrap(),
-            commit_time_micros: 0,
-            transaction: TransactionInfo {
-                id: "tx".into(),
-                index: 0,
-                last,
-            },
-        };
+        let mut event = ChangeEvent::test_row("x", op, None, None);
+        event.transaction.last = last;
         Pending {
             offset,
             size: 10,

@@ -287,14 +287,7 @@ async fn replay<T: Target>(
         };
         match received {
             Err(_) => {}
-            Ok(Err(e)) => {
-                let err = TransportError::classify(&kafka.bootstrap_servers, "read", e);
-                if err.is_retriable() {
-                    tracing::warn!(error = %err, "reading the change topic; retrying");
-                } else {
-                    return Err(err.into());
-                }
-            }
+            Ok(Err(e)) => super::read_failed(&kafka.bootstrap_servers, e)?,
             Ok(Ok(msg)) => {
                 let partition = msg.partition();
                 let offset = msg.offset();
@@ -527,26 +520,13 @@ impl ProgressView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Operation, Row, TransactionInfo};
+    use crate::event::Operation;
 
     fn pending(tenant: &str, database: &str, table: &str) -> Pending {
         let event = ChangeEvent {
             tenant: tenant.into(),
             database: database.into(),
-            table: table.into(),
-            op: Operation::Insert,
-            key: Row::default(),
-            before: None,
-            after: None,
-            ddl: None,
-            schema_version: 1,
-            position: "mysql-bin.000001:4#0".parse().unwrap(),
-            commit_time_micros: 0,
-            transaction: TransactionInfo {
-                id: "tx".into(),
-                index: 0,
-                last: true,
-            },
+            ..ChangeEvent::test_row(table, Operation::Insert, None, None)
         };
         Pending {
             offset: 0,

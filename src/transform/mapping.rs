@@ -595,7 +595,7 @@ fn validate(file: &MappingFile) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{DateTime, TransactionInfo};
+    use crate::event::DateTime;
     use crate::sink::target::ColumnDef;
 
     const MAPPING: &str = r#"
@@ -677,24 +677,10 @@ DisplayName = { hook = "full_name" }
     }
 
     fn event(op: Operation, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
-        let image = after.as_ref().or(before.as_ref()).unwrap();
         ChangeEvent {
             tenant: "pinpoint_alpha".into(),
             database: "pinpoint_alpha".into(),
-            table: "patients".into(),
-            op,
-            key: Row(vec![("id".into(), image.get("id").unwrap().clone())]),
-            before,
-            after,
-            ddl: None,
-            schema_version: 1,
-            position: "mysql-bin.000001:4#0".parse().unwrap(),
-            commit_time_micros: 0,
-            transaction: TransactionInfo {
-                id: "t".into(),
-                index: 0,
-                last: true,
-            },
+            ..ChangeEvent::test_row("patients", op, before, after)
         }
     }
 

@@ -66,6 +66,18 @@ pub fn statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// An admin connection to the pipeline's first tenant database holding the
+/// example v1 schema and `seed`.
+pub async fn example_v1(p: &Pipeline, seed: &str) -> mysql_async::Conn {
+    let mut conn = p.admin().await;
+    conn.query_drop(format!("USE `{}`", p.databases[0]))
+        .await
+        .unwrap();
+    run_mysql(&mut conn, &example_file("v1-schema.sql")).await;
+    run_mysql(&mut conn, seed).await;
+    conn
+}
+
 pub async fn run_mysql(conn: &mut mysql_async::Conn, sql: &str) {
     for stmt in statements(sql) {
         conn.query_drop(stmt.as_str())

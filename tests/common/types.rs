@@ -51,3 +51,16 @@ pub async fn insert_type_rich(conn: &mut mysql_async::Conn, db: &str, offset: u6
     .await
     .expect("insert 4 MB blob");
 }
+
+/// A keyed table `items` with `rows` rows (`n = 2 * id`, `note = 'n<id>'`) and
+/// a keyless `tally` holding two identical rows, in database `db`.
+pub async fn create_items_and_tally(conn: &mut mysql_async::Conn, db: &str, rows: u32) {
+    conn.query_drop(format!(
+        "CREATE TABLE `{db}`.items (id INT PRIMARY KEY, n INT NOT NULL, note VARCHAR(40)); \
+         INSERT INTO `{db}`.items SELECT seq, seq * 2, CONCAT('n', seq) FROM seq_1_to_{rows}; \
+         CREATE TABLE `{db}`.tally (who VARCHAR(10), n INT); \
+         INSERT INTO `{db}`.tally VALUES ('x', 1), ('x', 1), ('y', 2)"
+    ))
+    .await
+    .unwrap();
+}
